@@ -1,0 +1,101 @@
+"""The method protocol: how a method turns (model, training prompts, calibration set) into a
+training corpus and a fine-tuning setup. The engine, not the method, runs models, caches and
+records; a new method is one small class.
+
+Hooks, in the order the engine calls them (all optional but ``describe``):
+  prepare(ctx, out_dir)   -> info     e.g. SPD extracts projectors into out_dir (cached)
+  sampling(ctx)           -> SamplingPlan   decoding settings and samples per prompt
+  generation_model(ctx)   -> context manager giving the model to sample from (e.g. projected)
+  curate(samples, ctx)    -> samples to train on (identity by default)
+  train_spec(ctx)         -> TrainSpec (loss mask)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+from spd_bench.engine.finetune import TrainSpec
+
+
+@dataclass
+class Sample:
+    prompt_id: str
+    prompt: str
+    completion: str
+    sample_index: int = 0
+
+
+@dataclass
+class SamplingPlan:
+    temperature: float
+    top_p: float
+    top_k: int = 0
+    n_per_prompt: int = 1
+
+
+@dataclass
+class MethodContext:
+    """What a method may look at; filled by the engine for one (model, source, seed) cell."""
+
+    model: Any  # spd_bench.models.LoadedModel
+    source: Any  # spd_bench.tasks.SourceSpec
+    data: Any  # spd_bench.tasks.LoadedSource (train + calibration items)
+    config: Any  # spd_bench.config.RunConfig
+    seed: int
+    prepared: Path | None = None  # the folder prepare() filled, when the method has one
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def item(self, prompt_id: str) -> dict[str, Any]:
+        """The training item a sample came from (labels live here, for methods that use them)."""
+        if "by_id" not in self.extras:
+            self.extras["by_id"] = {item["id"]: item for item in self.data.train}
+        return self.extras["by_id"][prompt_id]
+
+
+@dataclass
+class NoOptions:
+    pass
+
+
+class Method:
+    """Base class with the defaults of raw self-distillation; subclasses override what differs."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    external_signal: ClassVar[str | None] = None  # None | "labels" | "tests" | "reward"
+    trains: ClassVar[bool] = True
+    has_prepare: ClassVar[bool] = False
+    prepare_uses_seed: ClassVar[bool] = False
+    version: ClassVar[int] = 1  # bump when the method's behaviour changes: invalidates its cache
+    Options: ClassVar[type] = NoOptions
+    paper_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, options: Any | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+    def options_dict(self) -> dict[str, Any]:
+        return asdict(self.options) if is_dataclass(self.options) else {}
+
+    def prepare(self, ctx: MethodContext, out_dir: Path) -> dict[str, Any]:
+        return {}
+
+    def sampling(self, ctx: MethodContext) -> SamplingPlan:
+        decoding = ctx.config.decoding
+        return SamplingPlan(temperature=decoding.temperature, top_p=decoding.top_p, top_k=decoding.top_k)
+
+    @contextlib.contextmanager
+    def generation_model(self, ctx: MethodContext) -> Iterator[Any]:
+        yield ctx.model.model
+
+    def curate(self, samples: list[Sample], ctx: MethodContext) -> list[Sample]:
+        return samples
+
+    def train_spec(self, ctx: MethodContext) -> TrainSpec:
+        return TrainSpec(loss_on="all")
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        return {f.name: getattr(cls.Options(), f.name) for f in fields(cls.Options)}

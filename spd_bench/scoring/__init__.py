@@ -1,0 +1,48 @@
+"""Scoring: every model is scored through lm-eval, EvalPlus or reference NLL.
+
+A scorer takes a model (or stored completions) and a task's items and returns a ScoreOutput.
+Scorers are looked up by the name in a task definition; none of them imports methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spd_bench.registry import Registry
+
+SCORERS: Registry[Any] = Registry("scorer", "spd_bench.scorers")
+SCORERS.register("lmeval_generate", "spd_bench.scoring.lmeval:LMEvalGenerate")
+SCORERS.register("lmeval_mc", "spd_bench.scoring.lmeval:LMEvalMultipleChoice")
+SCORERS.register("evalplus", "spd_bench.scoring.evalplus:EvalPlusScorer")
+SCORERS.register("nll", "spd_bench.scoring.nll:ReferenceNLL")
+
+
+@dataclass
+class ScoreSettings:
+    """How to score: shared by `run` and `score` so both take exactly the same path."""
+
+    batch_size: int = 32
+    device: str = "cpu"
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # evaluation decoding; 0 = greedy
+    n_samples: int = 1  # > 1 gives pass@k for code
+    allow_code_execution: bool = False
+    work_dir: Path = field(default_factory=lambda: Path(".spd_cache") / "scratch")
+    timeout_s: float = 10.0
+    memory_mb: int = 2048
+
+
+@dataclass
+class ScoreOutput:
+    metrics: dict[str, float]
+    primary_metric: str
+    higher_is_better: bool
+    per_item: list[dict[str, Any]]  # one per item: doc_id, score, response (and more)
+    native: dict[str, Any] = field(default_factory=dict)  # raw library output and config used
+
+
+def get_scorer(name: str) -> Any:
+    """Return an instance of the scorer class registered under ``name``."""
+    return SCORERS.get(name)()

@@ -1,0 +1,280 @@
+"""Scoring through lm-eval's ``simple_evaluate``, with task configs built from spd-bench tasks.
+
+Items are written to a local JSONL file and lm-eval reads them with ``dataset_path: json``;
+the in-memory model (PEFT-wrapped included) is passed as ``HFLM(pretrained=model)``. Stored
+responses are scored through the same path by ``ReplayLM``, which answers lm-eval's requests
+from a file instead of a model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from spd_bench.config import stable_hash
+from spd_bench.errors import UserError
+from spd_bench.scoring import ScoreOutput, ScoreSettings
+
+# The regexes are lm-eval's own GSM8K filters: strict reads '#### n', flexible the last number.
+GSM8K_FILTERS = [
+    {
+        "name": "strict-match",
+        "filter": [{"function": "regex", "regex_pattern": "#### (\\-?[0-9\\.\\,]+)"}, {"function": "take_first"}],
+    },
+    {
+        "name": "flexible-extract",
+        "filter": [
+            {"function": "regex", "group_select": -1, "regex_pattern": "(-?[$0-9.,]{2,})|(-?[0-9]+)"},
+            {"function": "take_first"},
+        ],
+    },
+]
+EXACT_MATCH = {
+    "metric": "exact_match",
+    "aggregation": "mean",
+    "higher_is_better": True,
+    "ignore_case": True,
+    "ignore_punctuation": False,
+    "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"],
+}
+
+
+def _write_docs(items: list[dict[str, Any]], work_dir: Path) -> Path:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({**item, "doc_id": i}, sort_keys=True) for i, item in enumerate(items)]
+    text = "\n".join(lines) + "\n"
+    path = work_dir / f"docs-{stable_hash(text)}.jsonl"
+    if not path.exists():
+        from spd_bench.store import atomic_write_text
+
+        atomic_write_text(path, text)
+    return path
+
+
+def generate_config(task: Any, docs: Path, settings: ScoreSettings) -> dict[str, Any]:
+    """lm-eval ``generate_until`` config: exact match with strict and flexible extraction."""
+    return {
+        "task": f"spdbench_{task.name}",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(docs)}},
+        "test_split": "test",
+        "output_type": "generate_until",
+        "doc_to_text": "{{prompt}}",
+        "doc_to_target": "{{label}}",
+        "generation_kwargs": {
+            "until": list(task.stop) or ["\n\n"],
+            "do_sample": settings.temperature > 0,
+            "temperature": settings.temperature,
+            "max_gen_toks": settings.max_new_tokens,
+        },
+        "filter_list": GSM8K_FILTERS,
+        "metric_list": [EXACT_MATCH],
+        "num_fewshot": 0,
+        "metadata": {"version": 1},
+    }
+
+
+def multiple_choice_config(task: Any, docs: Path, settings: ScoreSettings) -> dict[str, Any]:
+    """lm-eval ``multiple_choice`` config: option-text log-likelihood, acc and acc_norm."""
+    return {
+        "task": f"spdbench_{task.name}",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(docs)}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "{{prompt}}",
+        "doc_to_choice": "{{choices}}",
+        "doc_to_target": "{{gold}}",
+        "target_delimiter": task.options.get("target_delimiter", " "),
+        "metric_list": [
+            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+        ],
+        "num_fewshot": 0,
+        "metadata": {"version": 1},
+    }
+
+
+def _evaluate(lm: Any, config: dict[str, Any], settings: ScoreSettings) -> dict[str, Any]:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    manager = TaskManager(include_path=None, include_defaults=False)
+    results = simple_evaluate(
+        model=lm,
+        tasks=[config],
+        task_manager=manager,
+        batch_size=settings.batch_size,
+        log_samples=True,
+        bootstrap_iters=0,
+        random_seed=0,
+        numpy_random_seed=0,
+        torch_random_seed=0,
+        fewshot_random_seed=0,
+    )
+    if results is None:
+        raise RuntimeError("lm-eval returned no results")
+    return results
+
+
+def _clean(value: Any) -> Any:
+    """numpy scalars and other lm-eval values -> plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+class _LMEvalScorer:
+    output_type = ""
+    primary = ""
+
+    def config(self, task: Any, docs: Path, settings: ScoreSettings) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _run(self, lm: Any, task: Any, items: list[dict[str, Any]], settings: ScoreSettings) -> ScoreOutput:
+        docs = _write_docs(items, settings.work_dir)
+        config = self.config(task, docs, settings)
+        results = _evaluate(lm, config, settings)
+        name = config["task"]
+        raw = _clean(results["results"][name])
+        metrics = {
+            key.replace(",none", "").replace(",", "/"): float(value)
+            for key, value in raw.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and "_stderr" not in key
+            and key not in ("alias", "sample_len")
+        }
+        per_item = self.per_item(results["samples"][name])
+        config_stored = {**config, "dataset_kwargs": {"data_files": {"test": docs.name}}}
+        return ScoreOutput(
+            metrics=metrics,
+            primary_metric=self.primary,
+            higher_is_better=True,
+            per_item=per_item,
+            native={"lm_eval_results": raw, "lm_eval_task_config": config_stored, "lm_eval_version": _version()},
+        )
+
+    def per_item(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def score_model(self, model: Any, tokenizer: Any, task: Any, items: list[dict[str, Any]], settings: ScoreSettings) -> ScoreOutput:
+        from lm_eval.models.huggingface import HFLM
+
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size, max_length=_max_length(model))
+        return self._run(lm, task, items, settings)
+
+    def score_responses(self, task: Any, items: list[dict[str, Any]], responses: dict[str, list[str]], settings: ScoreSettings) -> ScoreOutput:
+        return self._run(ReplayLM(items, responses), task, items, settings)
+
+
+class LMEvalGenerate(_LMEvalScorer):
+    primary = "exact_match/flexible-extract"
+
+    def config(self, task: Any, docs: Path, settings: ScoreSettings) -> dict[str, Any]:
+        return generate_config(task, docs, settings)
+
+    def per_item(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        by_doc: dict[int, dict[str, Any]] = {}
+        for sample in samples:
+            entry = by_doc.setdefault(
+                sample["doc_id"],
+                {"doc_id": sample["doc_id"], "id": sample["doc"].get("id"), "response": _clean(sample["resps"][0][0]), "target": sample["target"]},
+            )
+            entry[f"exact_match/{sample['filter']}"] = float(sample["exact_match"])
+            entry[f"extracted/{sample['filter']}"] = _clean(sample["filtered_resps"][0])
+        rows = [by_doc[k] for k in sorted(by_doc)]
+        for row in rows:
+            row["score"] = row["exact_match/flexible-extract"]
+        return rows
+
+
+class LMEvalMultipleChoice(_LMEvalScorer):
+    primary = "acc"
+
+    def config(self, task: Any, docs: Path, settings: ScoreSettings) -> dict[str, Any]:
+        return multiple_choice_config(task, docs, settings)
+
+    def per_item(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        rows = []
+        for sample in sorted(samples, key=lambda s: s["doc_id"]):
+            logliks = [float(r[0]) for r in sample["filtered_resps"]]
+            rows.append(
+                {
+                    "doc_id": sample["doc_id"],
+                    "id": sample["doc"].get("id"),
+                    "response": int(max(range(len(logliks)), key=logliks.__getitem__)),
+                    "target": sample["target"],
+                    "score": float(sample["acc"]),
+                    "acc_norm": float(sample["acc_norm"]),
+                }
+            )
+        return rows
+
+
+def _max_length(model: Any) -> int:
+    config = getattr(model, "config", None)
+    return int(getattr(config, "max_position_embeddings", 2048) or 2048)
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("lm_eval")
+
+
+def _make_replay_class() -> type:
+    from lm_eval.api.model import LM
+
+    class _ReplayLM(LM):
+        """Answers lm-eval's requests from stored responses (keyed by the exact prompt text).
+
+        generate_until returns the stored completion; loglikelihood gives 0 to the stored choice
+        (an option index, or its text) and -1e9 to the others, so lm-eval's own metrics apply.
+        """
+
+        def __init__(self, items: list[dict[str, Any]], responses: dict[str, list[str]]) -> None:
+            super().__init__()
+            self._by_prompt: dict[str, dict[str, Any]] = {}
+            for item in items:
+                if item["id"] not in responses:
+                    raise UserError(f"no stored response for item {item['id']!r}; the samples file must cover every item")
+                self._by_prompt[item["prompt"]] = {"item": item, "response": responses[item["id"]][0]}
+
+        def _lookup(self, context: str) -> dict[str, Any]:
+            try:
+                return self._by_prompt[context]
+            except KeyError as exc:
+                raise UserError("a stored response does not match any prompt of the task") from exc
+
+        def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+            return [str(self._lookup(request.args[0])["response"]) for request in requests]
+
+        def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+            results = []
+            for request in requests:
+                context, continuation = request.args
+                entry = self._lookup(context)
+                choices = entry["item"].get("choices", [])
+                chosen = str(entry["response"]).strip()
+                chosen_text = choices[int(chosen)] if chosen.isdigit() and int(chosen) < len(choices) else chosen
+                hit = continuation.strip() == str(chosen_text).strip()
+                results.append((0.0 if hit else -1e9, hit))
+            return results
+
+        def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+            raise UserError("stored responses cannot be scored by likelihood of a whole text")
+
+    return _ReplayLM
+
+
+def ReplayLM(items: list[dict[str, Any]], responses: dict[str, list[str]]) -> Any:
+    """Build the replay model (the class is made lazily so importing this module stays light)."""
+    return _make_replay_class()(items, responses)

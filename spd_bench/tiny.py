@@ -1,0 +1,89 @@
+"""Tiny random models with a locally trained tokenizer: fast stand-ins for tests and smoke runs.
+
+They know nothing, so their scores are near zero; they exercise every code path (Llama layout,
+and Qwen2 with biased k/v projections) in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+TINY_VERSION = 1
+_CORPUS = [
+    "Q: Ann has 12 apples. She buys 7 more. How many apples? A: 12 + 7 = 19. #### 19",
+    "def f(x):\n    return abs(max(x, 2)) - 8\n",
+    "Question: What is 7 + 19?\nA. 31\nB. 26\nC. 25\nD. 28\nAnswer: B",
+    "The quick brown fox jumps over the lazy dog 0123456789 ()[]{}:;,.+-*/=<>#\"'_",
+]
+
+
+def train_tiny_tokenizer(folder: Path, vocab_size: int = 200) -> None:
+    """Byte-level BPE with single-digit tokens, saved so from_pretrained can load it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_CORPUS * 4, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast.save_pretrained(folder)
+
+
+def build_tiny_model(folder: Path, layout: str, seed: int = 0) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    from spd_bench.models import load_tokenizer
+
+    train_tiny_tokenizer(folder)
+    tokenizer = load_tokenizer(folder)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    if layout == "llama":
+        config = LlamaConfig(**common)
+    elif layout == "qwen2":
+        config = Qwen2Config(**common)
+    else:
+        raise ValueError(f"unknown tiny layout {layout!r}")
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(folder)
+
+
+def tiny_model_dir(cache_dir: Path, layout: str) -> Path:
+    """Build once per cache (atomically), then reuse."""
+    final = Path(cache_dir) / "models" / f"tiny-{layout}-v{TINY_VERSION}"
+    if (final / "config.json").exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".tiny-"))
+    try:
+        build_tiny_model(tmp, layout)
+        if not final.exists():
+            os.rename(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
