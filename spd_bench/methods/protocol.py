@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 from spd_bench.engine.finetune import TrainSpec
 
@@ -38,15 +38,23 @@ class SamplingPlan:
 
 @dataclass
 class MethodContext:
-    """What a method may look at; filled by the engine for one (model, source, seed) cell."""
+    """What a method may look at; filled by the engine for one (model, source, seed) cell.
 
-    model: Any  # spd_bench.models.LoadedModel
+    The model loads on first access, so a fully cached run never loads it.
+    """
+
+    load_model: Callable[[], Any]  # -> spd_bench.models.LoadedModel
     source: Any  # spd_bench.tasks.SourceSpec
     data: Any  # spd_bench.tasks.LoadedSource (train + calibration items)
     config: Any  # spd_bench.config.RunConfig
     seed: int
     prepared: Path | None = None  # the folder prepare() filled, when the method has one
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> Any:
+        """The loaded base model (spd_bench.models.LoadedModel: .model, .tokenizer, .device)."""
+        return self.load_model()
 
     def item(self, prompt_id: str) -> dict[str, Any]:
         """The training item a sample came from (labels live here, for methods that use them)."""

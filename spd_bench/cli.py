@@ -1,0 +1,232 @@
+"""Command line: argument parsing and output only; the work happens in the engine modules."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from spd_bench.errors import UserError
+
+STAGES = ("prepare", "sample", "curate", "train", "score")
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    result = {}
+    for value in values or []:
+        key, sep, path = value.partition("=")
+        if not sep or not key or not path:
+            raise UserError(f"{flag} {value!r}: write it as NAME=PATH, e.g. {flag} gsm8k=./gsm8k_test.jsonl")
+        result[key] = path
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spd-bench", description="Benchmark harness for self-distillation of language models.")
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
+                        help="load methods or tasks from a file or module (repeatable)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars; only the result table and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run methods on tasks and score every model (default: the CPU organism suite)")
+    run.add_argument("--config", help="YAML run config; flags override its fields")
+    run.add_argument("--model", help="hub id, local folder, or built-in: organism (default), tiny-llama, tiny-qwen2")
+    run.add_argument("--methods", type=_csv, help="comma list, e.g. base,raw_sd,spd")
+    run.add_argument("--tasks", type=_csv, help="comma list of tasks or groups (see `spd-bench list tasks`)")
+    run.add_argument("--seeds", type=_csv, help="comma list of integer seeds, e.g. 1,2,3")
+    run.add_argument("--limit", type=int, help="evaluate on the first N items of each task (recorded)")
+    run.add_argument("--n-train", type=int, dest="n_train", help="use the first N training prompts of each source")
+    run.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
+    run.add_argument("--dtype", help="auto (default), float32, bfloat16, float16")
+    run.add_argument("--output", dest="output_dir", help="results folder (default results/)")
+    run.add_argument("--cache-dir", dest="cache_dir", help="artifact cache folder (default .spd_cache/)")
+    run.add_argument("--data", action="append", metavar="NAME=PATH", help="local data file for a task or source (repeatable)")
+    run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override any config field, e.g. train.lr=1e-4")
+    run.add_argument("--allow-code-execution", action="store_true", default=None, dest="allow_code_execution",
+                     help="allow running generated code (sandboxed) for code tasks")
+    run.add_argument("--no-cache", action="store_true", help="recompute every stage (results still overwrite atomically)")
+    run.add_argument("--force", type=_csv, default=[], metavar="STAGE[,STAGE]", help=f"recompute these stages: {', '.join(STAGES)}")
+    run.add_argument("--no-leaderboard", action="store_true", help="do not rebuild the leaderboard after the run")
+
+    lst = sub.add_parser("list", help="list registered tasks or methods")
+    lst.add_argument("what", choices=["tasks", "methods"])
+    lst.add_argument("--verbose", "-v", action="store_true", help="show options and defaults")
+
+    board = sub.add_parser("leaderboard", help="rebuild tables and plots from stored result records (no model work)")
+    board.add_argument("--results", default="results", help="folder of result records (default results/)")
+    board.add_argument("--out", help="where to write the tables (default: the results folder)")
+    board.add_argument("--format", type=_csv, default=["md", "csv", "tex", "html", "png"], help="md,csv,tex,html,png")
+    board.add_argument("--model", type=_csv, dest="models", help="only these models")
+    board.add_argument("--methods", type=_csv, help="only these methods")
+    board.add_argument("--tasks", type=_csv, help="only these tasks")
+    board.add_argument("--metric", help="metric to show instead of each task's primary metric")
+    board.add_argument("--allow-mixed", action="store_true", help="allow cells whose evaluation settings differ")
+
+    score = sub.add_parser("score", help="score stored completions through the same path as `run`")
+    score.add_argument("--task", required=True)
+    score.add_argument("--samples", required=True, help="JSONL: {task_id|doc_id, completion|response}")
+    score.add_argument("--limit", type=int)
+    score.add_argument("--cache-dir", default=".spd_cache")
+    score.add_argument("--data", action="append", metavar="NAME=PATH")
+    score.add_argument("--allow-code-execution", action="store_true")
+
+    organism = sub.add_parser("organism", help="the built-in CPU model")
+    organism_sub = organism.add_subparsers(dest="organism_command", required=True)
+    build = organism_sub.add_parser("build", help="pretrain the organism now (otherwise built on first use)")
+    build.add_argument("--cache-dir", default=".spd_cache")
+    return parser
+
+
+def _run(args: argparse.Namespace, console: Any) -> int:
+    from spd_bench.config import load_yaml, make_config, parse_set
+    from spd_bench.engine.pipeline import STAGES as PIPELINE_STAGES
+    from spd_bench.engine.plan import make_plan
+
+    bad = [s for s in args.force if s not in PIPELINE_STAGES]
+    if bad:
+        raise UserError(f"--force {bad[0]!r} is not a stage; stages are {', '.join(PIPELINE_STAGES)}")
+    yaml_data = load_yaml(args.config) if args.config else {}
+    flags = {name: getattr(args, name) for name in (
+        "model", "methods", "tasks", "seeds", "limit", "n_train", "device", "dtype", "output_dir", "cache_dir",
+        "allow_code_execution",
+    )}
+    if args.data:
+        flags["data"] = {**yaml_data.get("data", {}), **_pairs(args.data, "--data")}
+    from spd_bench.config import _deep_merge
+
+    config = make_config(_deep_merge(yaml_data, parse_set(args.set)), flags)
+    plan = make_plan(config)
+
+    from spd_bench.engine.pipeline import Pipeline
+    from spd_bench.report import RichReporter
+    from spd_bench.store import ArtifactStore
+
+    store = ArtifactStore(Path(config.cache_dir), use_cache=not args.no_cache, force=set(args.force))
+    reporter = RichReporter(console, quiet=args.quiet)
+    console.print(f"[bold]spd-bench run[/bold]: model {config.model}, {len(plan.cells)} cells, "
+                  f"tasks {', '.join(plan.tasks)}, config {config.hash()}")
+    pipeline = Pipeline(config, plan, store, reporter)
+    records = pipeline.run()
+    reporter.summary(pipeline.stage_log)
+    console.print(f"{len(records)} result records in {config.output_dir}/records")
+    if not args.no_leaderboard:
+        _show_leaderboard(console, Path(config.output_dir), Path(config.output_dir), ["md", "csv", "png"],
+                          models=[config.model], methods=config.methods, tasks=list(plan.tasks))
+    return 0
+
+
+def _show_leaderboard(console: Any, results: Path, out: Path | None, formats: list[str], **filters: Any) -> None:
+    from spd_bench.leaderboard import build_leaderboard, render_terminal
+
+    board = build_leaderboard(results, out, formats, **filters)
+    render_terminal(board, console)
+
+
+def _list(args: argparse.Namespace, console: Any) -> int:
+    from rich.table import Table
+
+    if args.what == "tasks":
+        from spd_bench.tasks import TASKS, get_task, groups
+
+        table = Table(title="tasks")
+        for column in ("task", "kind", "scorer", "training source", "out-of-domain", "description"):
+            table.add_column(column)
+        for name in TASKS.names():
+            spec = get_task(name)
+            table.add_row(name, spec.kind, spec.scorer, spec.training_source or "-", ",".join(spec.ood) or "-", spec.description)
+        console.print(table)
+        for group, members in sorted(groups().items()):
+            console.print(f"group [bold]{group}[/bold]: {', '.join(members)}")
+        return 0
+    import spd_bench.methods  # noqa: F401
+    from spd_bench.registry import METHODS
+
+    table = Table(title="methods")
+    for column in ("method", "external signal", "source", "description"):
+        table.add_column(column)
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        table.add_row(name, cls.external_signal or "none", METHODS.source(name), cls.description)
+    console.print(table)
+    if args.verbose:
+        for name in METHODS.names():
+            cls = METHODS.get(name)
+            defaults = cls.option_defaults()
+            if not defaults:
+                continue
+            options = Table(title=f"{name} options")
+            for column in ("option", "default", "paper (Table 7)", "matches"):
+                options.add_column(column)
+            for key, value in defaults.items():
+                paper = cls.paper_defaults.get(key, "-")
+                match = "-" if key not in cls.paper_defaults else ("yes" if paper == value else "NO")
+                options.add_row(key, repr(value), repr(paper) if paper != "-" else "-", match)
+            console.print(options)
+    return 0
+
+
+def _leaderboard(args: argparse.Namespace, console: Any) -> int:
+    from spd_bench.leaderboard import build_leaderboard, render_terminal
+
+    results = Path(args.results)
+    board = build_leaderboard(
+        results, Path(args.out) if args.out else results, args.format, models=args.models, methods=args.methods,
+        tasks=args.tasks, metric=args.metric, allow_mixed=args.allow_mixed,
+    )
+    render_terminal(board, console)
+    return 0
+
+
+def _score(args: argparse.Namespace, console: Any) -> int:
+    from spd_bench.rescore import score_samples_file
+
+    metrics = score_samples_file(
+        args.task, Path(args.samples), cache_dir=Path(args.cache_dir), limit=args.limit,
+        data=_pairs(args.data, "--data"), allow_code_execution=args.allow_code_execution,
+    )
+    for name, value in metrics.items():
+        console.print(f"{name} {value:.4f}")
+    return 0
+
+
+def _organism(args: argparse.Namespace, console: Any) -> int:
+    from spd_bench.organism.build import organism_dir
+
+    path = organism_dir(Path(args.cache_dir))
+    console.print(f"organism ready in {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from rich.console import Console
+
+    console = Console(stderr=False, quiet=False)
+    errors = Console(stderr=True)
+    if args.quiet:
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        from spd_bench.registry import load_plugin
+
+        for plugin in args.plugin:
+            load_plugin(plugin)
+        handler = {"run": _run, "list": _list, "leaderboard": _leaderboard, "score": _score, "organism": _organism}[args.command]
+        return handler(args, console)
+    except UserError as exc:
+        errors.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        return UserError.exit_code
+    except KeyboardInterrupt:
+        errors.print("interrupted; run the same command again to resume from the cache")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""Run a plan: for each cell, prepare -> sample -> curate -> fine-tune -> score -> record.
+
+Every stage is a cached artifact keyed by its inputs (see store.py), so a re-run does no model
+work, an interrupted run resumes at the first missing stage, and base scores are shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from spd_bench.config import RunConfig, stable_hash, to_dict
+from spd_bench.engine.plan import Cell, Plan
+from spd_bench.results import EvalSettings, ResultRecord, record_relpath
+from spd_bench.store import ArtifactStore, StageKey, atomic_write_json, atomic_write_text, stage_key
+
+STAGE_VERSIONS = {"prepare": 1, "sample": 1, "curate": 1, "train": 1, "score": 1}
+STAGES = tuple(STAGE_VERSIONS)
+
+
+class Reporter:
+    """Where the pipeline says what it does; the CLI passes a rich-backed one."""
+
+    def stage(self, cell: str, stage: str, cached: bool, seconds: float) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        yield lambda n: None
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(row, sort_keys=True, default=str) + "\n" for row in rows)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def software_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    result = {"python": platform.python_version()}
+    for name in ("spd-bench", "torch", "transformers", "peft", "lm_eval", "evalplus", "datasets"):
+        try:
+            result[name] = version(name)
+        except PackageNotFoundError:
+            result[name] = "not installed"
+    return result
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+class Pipeline:
+    def __init__(self, config: RunConfig, plan: Plan, store: ArtifactStore, reporter: Reporter | None = None) -> None:
+        self.config = config
+        self.plan = plan
+        self.store = store
+        self.reporter = reporter or Reporter()
+        self.output = Path(config.output_dir)
+        self._loaded: Any = None
+        self._sources: dict[str, Any] = {}
+        self._eval: dict[str, Any] = {}
+        self._source_keys: dict[str, str] = {}
+        self.records: list[Path] = []
+        self.stage_log: list[dict[str, Any]] = []
+
+    # ---- inputs -------------------------------------------------------------------------
+    @property
+    def loaded(self) -> Any:
+        """The base model, loaded on first need (a fully cached run never loads it)."""
+        if self._loaded is None:
+            from spd_bench.models import load_model
+
+            self._loaded = load_model(self.config.model, Path(self.config.cache_dir), self.config.device, self.config.dtype)
+        return self._loaded
+
+    @property
+    def model_key(self) -> str:
+        if not hasattr(self, "_model_key"):
+            from spd_bench.models import resolve_model_path
+
+            self._model_key = resolve_model_path(self.config.model, Path(self.config.cache_dir))[2]
+        return self._model_key
+
+    def data_context(self) -> Any:
+        from spd_bench.tasks import DataContext
+
+        return DataContext(cache_dir=Path(self.config.cache_dir), paths=dict(self.config.data))
+
+    def source_data(self, name: str) -> Any:
+        if name not in self._sources:
+            from spd_bench.tasks import LoadedSource, check_disjoint, load_source
+
+            data = load_source(self.plan.sources[name], self.data_context())
+            if self.config.n_train is not None:
+                data = LoadedSource(
+                    train=data.train[: self.config.n_train], calibration=data.calibration, layer=data.layer,
+                    details={**data.details, "n_train": self.config.n_train},
+                )
+            for task_name, spec in self.plan.tasks.items():
+                check_disjoint(data, self.eval_data(task_name).items, task_name)
+            self._sources[name] = data
+        return self._sources[name]
+
+    def eval_data(self, name: str) -> Any:
+        if name not in self._eval:
+            from spd_bench.tasks import load_eval
+
+            self._eval[name] = load_eval(self.plan.tasks[name], self.data_context(), self.config.limit)
+        return self._eval[name]
+
+    # ---- stages ---------------------------------------------------------------------------
+    def _stage(self, label: str, key: StageKey, build: Callable[[Path], dict[str, Any] | None]) -> Path:
+        started = time.time()
+        path, cached = self.store.get_or_build(key, build)
+        seconds = time.time() - started if not cached else self.store.manifest(key).get("seconds", 0.0)
+        self.reporter.stage(label, key.stage, cached, time.time() - started)
+        self.stage_log.append({"cell": label, "stage": key.stage, "key": key.key, "cached": cached, "seconds": seconds})
+        return path
+
+    def _context(self, cell: Cell, prepared: Path | None) -> Any:
+        from spd_bench.methods.protocol import MethodContext
+
+        return MethodContext(
+            load_model=lambda: self.loaded, source=self.plan.sources[cell.source], data=self.source_data(cell.source),
+            config=self.config, seed=cell.seed, prepared=prepared,
+        )
+
+    def run_cell(self, cell: Cell) -> None:
+        method = self.plan.methods[cell.method]
+        label = cell.method if cell.source is None else f"{cell.method}/{cell.source}/seed{cell.seed}"
+        adapter_key: StageKey | None = None
+        adapter: Path | None = None
+        budget: dict[str, Any] = {}
+        keys: dict[str, str | None] = {}
+        if method.trains:
+            adapter_key, adapter, budget, keys = self._train_stages(cell, method, label)
+        for task_name, domain in cell.tasks:
+            score_dir, score_key = self._score(task_name, adapter_key, adapter, label)
+            stage_keys = {**keys, "score": score_key.key}
+            self._write_record(cell, method, task_name, domain, score_dir, stage_keys, budget)
+
+    def _source_key(self, name: str) -> str:
+        if name not in self._source_keys:
+            data = self.source_data(name)
+            self._source_keys[name] = stable_hash(
+                {"spec": self.plan.sources[name].to_dict(), "train": data.train, "calibration": data.calibration}
+            )
+        return self._source_keys[name]
+
+    def _train_stages(self, cell: Cell, method: Any, label: str) -> tuple[StageKey, Path, dict[str, Any], dict[str, str | None]]:
+        cfg = self.config
+        source = self.plan.sources[cell.source]
+        options = method.options_dict()
+        base_inputs = {"model": self.model_key, "source": self._source_key(cell.source)}
+        method_id = {"method": method.name, "version": method.version, "options": options}
+        prepared: Path | None = None
+        prepare_key: StageKey | None = None
+        if method.has_prepare:
+            prepare_cfg = {**method_id, "seed": cell.seed if method.prepare_uses_seed else None}
+            prepare_key = stage_key("prepare", STAGE_VERSIONS["prepare"], prepare_cfg, base_inputs)
+            prepared = self._stage(label, prepare_key, lambda out: method.prepare(self._context(cell, None), out))
+        ctx = self._context(cell, prepared)
+        plan = method.sampling(ctx)
+        max_new = cfg.decoding.max_new_tokens or source.max_new_tokens
+        sample_cfg = {**method_id, "plan": asdict(plan), "max_new_tokens": max_new, "stop": list(source.stop), "seed": cell.seed}
+        sample_key = stage_key("sample", STAGE_VERSIONS["sample"], sample_cfg, {**base_inputs, "prepare": prepare_key.key if prepare_key else None})
+
+        def build_samples(out: Path) -> dict[str, Any]:
+            from spd_bench.engine.generate import generate_completions
+
+            prompts = [(item["id"], item["prompt"]) for item in ctx.data.train]
+            rows = []
+            with method.generation_model(ctx) as gen_model:
+                for index in range(plan.n_per_prompt):
+                    with self.reporter.progress(f"{label}: sample {index + 1}/{plan.n_per_prompt}", len(prompts)) as tick:
+                        texts = generate_completions(
+                            gen_model, ctx.model.tokenizer, [p for _, p in prompts], max_new_tokens=max_new,
+                            temperature=plan.temperature, top_p=plan.top_p, top_k=plan.top_k,
+                            batch_size=cfg.gen_batch_size, seed=(cell.seed or 0) * 1000 + index, stop=source.stop,
+                            progress=tick,
+                        )
+                    rows += [
+                        {"prompt_id": pid, "prompt": prompt, "completion": text, "sample_index": index}
+                        for (pid, prompt), text in zip(prompts, texts)
+                    ]
+            atomic_write_text(out / "samples.jsonl", _jsonl(rows))
+            return {"n_samples": len(rows)}
+
+        sample_dir = self._stage(label, sample_key, build_samples)
+        curate_key = stage_key("curate", STAGE_VERSIONS["curate"], method_id, {"sample": sample_key.key})
+
+        def build_curated(out: Path) -> dict[str, Any]:
+            from spd_bench.methods.protocol import Sample
+
+            samples = [Sample(**row) for row in _read_jsonl(sample_dir / "samples.jsonl")]
+            kept = method.curate(samples, ctx)
+            atomic_write_text(out / "corpus.jsonl", _jsonl([asdict(s) for s in kept]))
+            return {"n_samples": len(samples), "n_kept": len(kept)}
+
+        curate_dir = self._stage(label, curate_key, build_curated)
+        train_spec = method.train_spec(ctx)
+        train_cfg = {"train": to_dict(cfg.train), "spec": asdict(train_spec), "seed": cell.seed}
+        train_key = stage_key("train", STAGE_VERSIONS["train"], train_cfg, {"model": self.model_key, "corpus": curate_key.key})
+
+        def build_adapter(out: Path) -> dict[str, Any]:
+            from spd_bench.engine.finetune import train_lora
+
+            corpus = _read_jsonl(curate_dir / "corpus.jsonl")
+            pairs = [(row["prompt"], row["completion"]) for row in corpus]
+            total = -(-len(pairs) // cfg.train.batch_size) * cfg.train.epochs
+            with self.reporter.progress(f"{label}: fine-tune", total) as tick:
+                info = train_lora(
+                    ctx.model.model, ctx.model.tokenizer, pairs, cfg.train, train_spec, cell.seed or 0, out,
+                    progress=lambda step, _total: tick(1),
+                )
+            return info
+
+        adapter = self._stage(label, train_key, build_adapter)
+        info = self.store.manifest(train_key)["info"]
+        curate_info = self.store.manifest(curate_key)["info"]
+        budget = {
+            "n_examples": info["n_examples"], "n_tokens": info["n_tokens"], "epochs": info["epochs"],
+            "n_generated": curate_info["n_samples"], "n_kept": curate_info["n_kept"],
+        }
+        keys = {"prepare": prepare_key.key if prepare_key else None, "sample": sample_key.key,
+                "curate": curate_key.key, "train": train_key.key}
+        return train_key, adapter, budget, keys
+
+    def score_settings(self, task: Any) -> Any:
+        from spd_bench.scoring import ScoreSettings
+
+        return ScoreSettings(
+            batch_size=self.config.eval_batch_size,
+            device=self.loaded.device if self._loaded is not None else self.config.device,
+            max_new_tokens=task.max_new_tokens,
+            allow_code_execution=self.config.allow_code_execution,
+            work_dir=Path(self.config.cache_dir) / "scratch",
+        )
+
+    def _score(self, task_name: str, adapter_key: StageKey | None, adapter: Path | None, label: str) -> tuple[Path, StageKey]:
+        task = self.plan.tasks[task_name]
+        data = self.eval_data(task_name)
+        settings = self.score_settings(task)
+        settings_cfg = {"temperature": settings.temperature, "max_new_tokens": settings.max_new_tokens, "n_samples": settings.n_samples}
+        score_cfg = {"task": task.to_dict(), "items": stable_hash(data.items), "layer": data.layer, "limit": self.config.limit, "settings": settings_cfg}
+        key = stage_key("score", STAGE_VERSIONS["score"], score_cfg, {"model": self.model_key, "adapter": adapter_key.key if adapter_key else None})
+
+        def build(out: Path) -> dict[str, Any]:
+            from spd_bench.scoring import get_scorer
+
+            loaded = self.loaded
+            scorer = get_scorer(task.scorer)
+            settings.device = loaded.device
+            with _with_adapter(loaded.model, adapter) as model:
+                output = scorer.score_model(model, loaded.tokenizer, task, data.items, settings)
+            atomic_write_text(out / "samples.jsonl", _jsonl(output.per_item))
+            atomic_write_json(out / "score.json", {
+                "metrics": output.metrics, "primary_metric": output.primary_metric,
+                "higher_is_better": output.higher_is_better, "native": output.native,
+                "data_layer": data.layer, "data_details": data.details, "n_items": len(data.items),
+                "settings": settings_cfg,
+            })
+            return {"task": task_name, "metrics": output.metrics}
+
+        return self._stage(f"{label} -> {task_name}", key, build), key
+
+    def _write_record(self, cell: Cell, method: Any, task_name: str, domain: str, score_dir: Path,
+                      stage_keys: dict[str, str | None], budget: dict[str, Any]) -> None:
+        score = json.loads((score_dir / "score.json").read_text())
+        task = self.plan.tasks[task_name]
+        timings = {entry["stage"]: round(entry["seconds"], 3) for entry in self.stage_log if entry["key"] in stage_keys.values()}
+        cached = {entry["stage"]: entry["cached"] for entry in self.stage_log if entry["key"] in stage_keys.values()}
+        record = ResultRecord(
+            model=self.config.model,
+            method=cell.method,
+            training_source=cell.source,
+            task=task_name,
+            domain=domain,
+            seed=cell.seed,
+            metrics=score["metrics"],
+            primary_metric=score["primary_metric"],
+            higher_is_better=score["higher_is_better"],
+            eval_settings=EvalSettings(
+                prompt_format=task.prompt_format, decoding=score["settings"], limit=self.config.limit,
+                data_layer=score["data_layer"], n_items=score["n_items"], scorer=task.scorer,
+            ),
+            method_info={
+                "external_signal": method.external_signal, "budget": budget, "options": method.options_dict(),
+                "version": method.version, "description": method.description,
+            },
+            config=to_dict(self.config),
+            config_hash=self.config.hash(),
+            provenance={
+                "versions": software_versions(), "git_commit": git_commit(), "model_key": self.model_key,
+                "device": self.config.device if self._loaded is None else self._loaded.device,
+                "dtype": self.config.dtype if self._loaded is None else self._loaded.dtype,
+                "platform": platform.platform(), "stage_keys": stage_keys, "stage_seconds": timings,
+                "stage_cached": cached, "data_details": score["data_details"],
+                "command": "spd-bench " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "spd-bench" else None,
+            },
+            native=score["native"],
+        )
+        rel = record_relpath(record)
+        path = self.output / rel
+        samples_name = path.stem + ".samples.jsonl"
+        record.samples_file = samples_name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path.parent / samples_name, (score_dir / "samples.jsonl").read_text())
+        atomic_write_json(path, record.to_dict())
+        self.records.append(path)
+
+    def run(self) -> list[Path]:
+        for cell in self.plan.cells:
+            self.run_cell(cell)
+        return self.records
+
+
+@contextlib.contextmanager
+def _with_adapter(model: Any, adapter: Path | None) -> Iterator[Any]:
+    """The base model, or the base model with a saved LoRA adapter attached (removed after)."""
+    if adapter is None:
+        yield model
+        return
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(model, adapter)
+    peft_model.eval()
+    try:
+        yield peft_model
+    finally:
+        peft_model.unload()

@@ -1,0 +1,101 @@
+"""Turn a run config into cells, checking every name and gate before any model is loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spd_bench.config import RunConfig
+from spd_bench.errors import UserError
+from spd_bench.registry import METHODS
+
+
+@dataclass
+class Cell:
+    """One (method, training source, seed); base has no source and no seed."""
+
+    method: str
+    source: str | None
+    seed: int | None
+    tasks: list[tuple[str, str]] = field(default_factory=list)  # (task, "in" | "out")
+
+
+@dataclass
+class Plan:
+    tasks: dict[str, Any]  # name -> TaskSpec
+    sources: dict[str, Any]  # name -> SourceSpec
+    methods: dict[str, Any]  # name -> Method instance
+    cells: list[Cell]
+
+
+def _domains(tasks: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    """For each training source, the requested tasks it is scored on and their domain."""
+    sources = {spec.training_source for spec in tasks.values() if spec.training_source}
+    result: dict[str, list[tuple[str, str]]] = {source: [] for source in sorted(sources)}
+    for name, spec in tasks.items():
+        if spec.training_source:
+            result[spec.training_source].append((name, "in"))
+    for name, spec in tasks.items():
+        if spec.training_source:
+            continue
+        partners = [s.training_source for s in tasks.values() if s.training_source and name in s.ood]
+        targets = sorted(set(partners)) or sorted(sources)
+        for source in targets:
+            result[source].append((name, "out"))
+    return result
+
+
+def check_writable(folder: Path, what: str, flag: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{what} {folder} is not writable ({exc.strerror or exc}); pass {flag} DIR") from exc
+
+
+def make_plan(config: RunConfig) -> Plan:
+    """Resolve names, options and gates; raises UserError on anything a user must fix."""
+    import spd_bench.methods  # noqa: F401  (registers the built-in methods)
+    from spd_bench.methods import make_method
+    from spd_bench.tasks import expand_tasks, get_source, get_task
+
+    if not config.methods:
+        raise UserError("no methods given; pass --methods, e.g. --methods base,raw_sd")
+    if not config.seeds:
+        raise UserError("no seeds given; pass --seeds, e.g. --seeds 1,2,3")
+    for name in config.methods:
+        METHODS.check(name)
+    unknown_options = sorted(set(config.method_options) - set(config.methods))
+    if unknown_options:
+        raise UserError(f"method_options for {unknown_options[0]!r}, which is not among --methods; remove it or add the method")
+    tasks = {name: get_task(name) for name in expand_tasks(config.tasks)}
+    unknown_data = sorted(set(config.data) - set(tasks) - {s.training_source for s in tasks.values() if s.training_source})
+    if unknown_data:
+        raise UserError(f"--data names {unknown_data[0]!r}, which is not a requested task or training source")
+    code_tasks = [name for name, spec in tasks.items() if spec.scorer == "evalplus"]
+    if code_tasks and not config.allow_code_execution:
+        raise UserError(
+            f"task {code_tasks[0]} executes generated code; pass --allow-code-execution (runs sandboxed) or drop the task"
+        )
+    methods = {name: make_method(name, config.method_options.get(name)) for name in config.methods}
+    domains = _domains(tasks)
+    sources = {name: get_source(name) for name in domains}
+    trained = [m for m in methods.values() if m.trains]
+    if trained and not sources:
+        raise UserError(
+            f"method {trained[0].name} needs a task with a training source; {', '.join(tasks)} has none"
+        )
+    cells: list[Cell] = []
+    for name, method in methods.items():
+        if not method.trains:
+            cells.append(Cell(method=name, source=None, seed=None, tasks=[(t, "in" if spec.training_source else "out") for t, spec in tasks.items()]))
+            continue
+        for source in sources:
+            for seed in config.seeds:
+                cells.append(Cell(method=name, source=source, seed=seed, tasks=domains[source]))
+    check_writable(Path(config.output_dir), "output folder", "--output")
+    check_writable(Path(config.cache_dir), "cache folder", "--cache-dir")
+    return Plan(tasks=tasks, sources=sources, methods=methods, cells=cells)
