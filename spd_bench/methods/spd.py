@@ -1,0 +1,129 @@
+"""``spd``: Self-Policy Distillation (arXiv 2605.22675), and its control ``spd_random``.
+
+Phase 1 (prepare): gradients of the loss on correctness-defining tokens of 50 labelled
+calibration examples give a K/V subspace per target layer. Phase 2 (generation_model): the
+model samples its training data with K and V projected onto that subspace (folded into the
+k_proj/v_proj weights by default, or with hooks). Phase 3: LoRA on the original, unprojected
+model over prompt + completion. Defaults are the paper's (docs/spd-method.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from spd_bench.engine.finetune import TrainSpec
+from spd_bench.errors import UserError
+from spd_bench.methods.protocol import Method, MethodContext
+
+PROJECTORS_FILE = "projectors.safetensors"
+
+
+@dataclass
+class SPDOptions:
+    rank_fraction: float = 0.5
+    rank: int | None = None  # overrides rank_fraction when set
+    layers: str | list[int] = "last_mid"  # last_mid | last | mid | all | explicit 0-based list
+    project: str = "both"  # both | k | v
+    calibration_loss: str = "aligned"  # aligned (span tokens only) | full (every answer token)
+    n_calibration: int = 50
+    generation: str = "fold"  # fold (weights edited, any engine) | hooks (forward hooks)
+    loss_on: str = "all"  # all (prompt + completion, the paper) | completion
+
+
+PAPER_DEFAULTS = {
+    "rank_fraction": 0.5, "layers": "last_mid", "project": "both", "calibration_loss": "aligned",
+    "n_calibration": 50, "loss_on": "all",
+}
+
+
+def _layers_spec(value: str | list[int]) -> str | list[int]:
+    if isinstance(value, str) and value.replace(",", "").replace(" ", "").isdigit():
+        return [int(v) for v in value.split(",")]
+    return value
+
+
+class SPD(Method):
+    name = "spd"
+    description = "Self-Policy Distillation: sample with K/V projected onto a gradient capability subspace, LoRA on raw outputs."
+    has_prepare = True
+    Options = SPDOptions
+    paper_defaults = PAPER_DEFAULTS
+
+    def _check(self) -> None:
+        opts = self.options
+        if opts.generation not in ("fold", "hooks"):
+            raise UserError(f"method_options.{self.name}.generation {opts.generation!r} is not one of fold, hooks")
+        if opts.loss_on not in ("all", "completion"):
+            raise UserError(f"method_options.{self.name}.loss_on {opts.loss_on!r} is not one of all, completion")
+
+    def calibration_examples(self, ctx: MethodContext) -> list[Any]:
+        from spd_bench.spans import encode_example
+
+        items = ctx.data.calibration
+        wanted = self.options.n_calibration
+        if len(items) < wanted:
+            raise UserError(
+                f"the calibration set of {ctx.source.name} has {len(items)} examples but n_calibration is {wanted};"
+                f" lower method_options.{self.name}.n_calibration or provide more labelled examples"
+            )
+        tokenizer = ctx.model.tokenizer
+        max_length = ctx.config.train.max_length
+        return [
+            encode_example(tokenizer, item["prompt"], item["answer"], rule=ctx.source.span_rule, max_length=max_length)
+            for item in items[:wanted]
+        ]
+
+    def build_projectors(self, ctx: MethodContext, layers: list[int]) -> Any:
+        from spd_bench.engine.extract import extract_projectors
+
+        opts = self.options
+        return extract_projectors(
+            ctx.model.model, self.calibration_examples(ctx), layers=layers, rank=opts.rank,
+            rank_fraction=opts.rank_fraction, project=opts.project, loss=opts.calibration_loss,
+        )
+
+    def prepare(self, ctx: MethodContext, out_dir: Path) -> dict[str, Any]:
+        from spd_bench.engine.extract import save_projectors
+        from spd_bench.engine.kv_layout import kv_modules, resolve_layers
+
+        self._check()
+        model = ctx.model.model
+        layers = resolve_layers(_layers_spec(self.options.layers), len(kv_modules(model)))
+        projectors = self.build_projectors(ctx, layers)
+        save_projectors(projectors, out_dir / PROJECTORS_FILE)
+        return {"projectors": projectors.metadata(), "calibration_ids": [i["id"] for i in ctx.data.calibration[: self.options.n_calibration]]}
+
+    @contextlib.contextmanager
+    def generation_model(self, ctx: MethodContext) -> Iterator[Any]:
+        from spd_bench.engine.extract import load_projectors
+        from spd_bench.engine.projection import folded_copy, projected
+
+        assert ctx.prepared is not None
+        projectors = load_projectors(ctx.prepared / PROJECTORS_FILE)
+        model = ctx.model.model
+        if self.options.generation == "fold":
+            yield folded_copy(model, projectors)
+        else:
+            with projected(model, projectors) as hooked:
+                yield hooked
+
+    def train_spec(self, ctx: MethodContext) -> TrainSpec:
+        self._check()
+        return TrainSpec(loss_on=self.options.loss_on)
+
+
+class SPDRandom(SPD):
+    name = "spd_random"
+    description = "Control for SPD: the same projection onto a random orthonormal subspace of the same rank."
+    prepare_uses_seed = True
+
+    def build_projectors(self, ctx: MethodContext, layers: list[int]) -> Any:
+        from spd_bench.engine.extract import random_projectors
+
+        opts = self.options
+        return random_projectors(
+            ctx.model.model, layers, rank=opts.rank, project=opts.project, seed=ctx.seed, rank_fraction=opts.rank_fraction
+        )
