@@ -151,7 +151,7 @@ class Pipeline:
         if method.trains:
             adapter_key, adapter, budget, keys = self._train_stages(cell, method, label)
         for task_name, domain in cell.tasks:
-            score_dir, score_key = self._score(task_name, adapter_key, adapter, label)
+            score_dir, score_key = self._score(task_name, method, adapter_key, adapter, label)
             stage_keys = {**keys, "score": score_key.key}
             self._write_record(cell, method, task_name, domain, score_dir, stage_keys, budget)
 
@@ -242,10 +242,11 @@ class Pipeline:
                 "curate": curate_key.key, "train": train_key.key}
         return train_key, adapter, budget, keys
 
-    def score_settings(self, task: Any) -> Any:
+    def score_settings(self, task: Any, temperature: float = 0.0) -> Any:
         from spd_bench.scoring import ScoreSettings
 
         return ScoreSettings(
+            temperature=temperature,
             batch_size=self.config.eval_batch_size,
             device=self.loaded.device if self._loaded is not None else self.config.device,
             max_new_tokens=task.max_new_tokens,
@@ -253,10 +254,10 @@ class Pipeline:
             work_dir=Path(self.config.cache_dir) / "scratch",
         )
 
-    def _score(self, task_name: str, adapter_key: StageKey | None, adapter: Path | None, label: str) -> tuple[Path, StageKey]:
+    def _score(self, task_name: str, method: Any, adapter_key: StageKey | None, adapter: Path | None, label: str) -> tuple[Path, StageKey]:
         task = self.plan.tasks[task_name]
         data = self.eval_data(task_name)
-        settings = self.score_settings(task)
+        settings = self.score_settings(task, method.eval_temperature())
         settings_cfg = {"temperature": settings.temperature, "max_new_tokens": settings.max_new_tokens, "n_samples": settings.n_samples}
         score_cfg = {"task": task.to_dict(), "items": stable_hash(data.items), "layer": data.layer, "limit": self.config.limit, "settings": settings_cfg}
         key = stage_key("score", STAGE_VERSIONS["score"], score_cfg, {"model": self.model_key, "adapter": adapter_key.key if adapter_key else None})

@@ -104,6 +104,10 @@ class Method:
     def train_spec(self, ctx: MethodContext) -> TrainSpec:
         return TrainSpec(loss_on="all")
 
+    def eval_temperature(self) -> float:
+        """Decoding temperature when this method's models are evaluated (0 = greedy, recorded)."""
+        return 0.0
+
     @classmethod
     def option_defaults(cls) -> dict[str, Any]:
         return {f.name: getattr(cls.Options(), f.name) for f in fields(cls.Options)}
