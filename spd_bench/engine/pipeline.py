@@ -327,6 +327,7 @@ class Pipeline:
         self.records.append(path)
 
     def run(self) -> list[Path]:
+        _ = self.model_key  # a missing model fails here, before any data or model work
         for cell in self.plan.cells:
             self.run_cell(cell)
         return self.records
