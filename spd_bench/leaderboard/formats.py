@@ -1,0 +1,248 @@
+"""Text formats of the leaderboard (Markdown, tidy CSV, LaTeX) and writing every format to disk.
+
+Files are written to a temporary name beside the target and renamed into place, so a reader
+never sees half a table and an interrupted run leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Callable
+
+from spd_bench.errors import UserError
+from spd_bench.leaderboard.display import MISSING, CellText, cell_text, summary_header, summary_text
+from spd_bench.leaderboard.table import DOMAIN_TITLES, Leaderboard, ModelTable
+
+CSV_DECIMALS = 4
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    # A unique name opened with "xb" (not mkstemp) so the file gets the usual umask permissions.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# Markdown -------------------------------------------------------------------------------------
+
+
+def _md_cell(text: CellText | None) -> str:
+    if text is None:
+        return MISSING
+    value = f"**{text.value}**" if text.best else text.value
+    return " ".join(p for p in (value, text.interval, text.delta) if p) + (" †" if text.short else "")
+
+
+def _md_table(table: ModelTable) -> list[str]:
+    headers = ["Method"] + [f"{c.task} ({c.domain})<br>{c.metric_label}" for c in table.columns]
+    headers += [summary_header(d) for d in table.summary_domains]
+    lines = [f"### {table.model}", "", "| " + " | ".join(headers) + " |", "|---" + "|---:" * (len(headers) - 1) + "|"]
+    for group, rows in table.groups():
+        lines.append(f"| *{group}* |" + " |" * (len(headers) - 1))
+        for row in rows:
+            cells = [_md_cell(cell_text(table, row, c)) for c in table.columns]
+            cells += [_md_cell(summary_text(table, row, d)) for d in table.summary_domains]
+            lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.extend(f"- {note}" for note in table.notes)
+    return lines
+
+
+def render_markdown(board: Leaderboard) -> str:
+    lines = ["## Leaderboard", ""]
+    for table in board.tables:
+        lines.extend(_md_table(table))
+        lines.append("")
+    lines.extend(f"_{line}_  " for line in board.legend)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# CSV ------------------------------------------------------------------------------------------
+
+
+def _rounded(x: float | None, scale: float = 1.0) -> float | None:
+    return None if x is None else round(x * scale, CSV_DECIMALS) + 0.0
+
+
+def render_csv(board: Leaderboard) -> str:
+    """Tidy: one row per (model, method, task, domain, metric), in display units."""
+    import pandas as pd
+
+    records = []
+    for table in board.tables:
+        shown = {(c.task, c.domain, c.metric) for c in table.columns}
+        for cell in table.cells.values():
+            s, scale = cell.stats, (100.0 if cell.higher_is_better else 1.0)
+            records.append(
+                {
+                    "model": cell.model,
+                    "method": cell.method,
+                    "group": "external signal" if cell.external_signal else "no external signal",
+                    "external_signal": cell.external_signal,
+                    "task": cell.task,
+                    "domain": cell.domain,
+                    "metric": cell.metric,
+                    "shown": (cell.task, cell.domain, cell.metric) in shown,
+                    "higher_is_better": cell.higher_is_better,
+                    "unit": "points" if cell.higher_is_better else "metric",
+                    "mean": _rounded(s.mean, scale),
+                    "sd": _rounded(s.sd, scale),
+                    "n_seeds": s.n_seeds,
+                    "seeds": ";".join(str(x) for x in cell.seeds),
+                    "ci_low": _rounded(s.interval.low, scale) if s.interval else None,
+                    "ci_high": _rounded(s.interval.high, scale) if s.interval else None,
+                    "ci_method": s.interval.method if s.interval else None,
+                    "delta": _rounded(s.delta, scale),
+                    "delta_rel": _rounded(s.delta_rel),
+                    "delta_ci_low": _rounded(s.delta_interval.low, scale) if s.delta_interval else None,
+                    "delta_ci_high": _rounded(s.delta_interval.high, scale) if s.delta_interval else None,
+                    "best": s.best,
+                    "data_layer": ";".join(cell.data_layers),
+                }
+            )
+    frame = pd.DataFrame.from_records(records)
+    frame = frame.sort_values(["model", "task", "domain", "metric", "method"], kind="stable")
+    return frame.to_csv(index=False, lineterminator="\n")
+
+
+# LaTeX ----------------------------------------------------------------------------------------
+
+_TEX_CHARS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "↓": r"$\downarrow$",
+    "†": r"$^\dagger$",
+    "—": "---",
+}
+
+
+def tex_escape(text: str) -> str:
+    """Escape text for LaTeX; `code spans` become \\texttt."""
+    parts = re.split(r"`([^`]*)`", text)
+    out = []
+    for i, part in enumerate(parts):
+        escaped = "".join(_TEX_CHARS.get(ch, ch) for ch in part)
+        out.append(rf"\texttt{{{escaped}}}" if i % 2 else escaped)
+    return "".join(out)
+
+
+def _tex_cell(text: CellText | None) -> str:
+    if text is None:
+        return "---"
+    value = rf"\textbf{{{text.value}}}" if text.best else text.value
+    extra = " ".join(p for p in (text.interval, text.delta) if p)
+    dagger = r"$^\dagger$" if text.short else ""
+    if not extra:
+        return value + dagger
+    # A nested one-column tabular puts interval and change under the value, halving the width.
+    return rf"\begin{{tabular}}[t]{{@{{}}r@{{}}}}{value}{dagger}\\{{\tiny {extra}}}\end{{tabular}}"
+
+
+def _tex_table(table: ModelTable) -> list[str]:
+    n_cols = 1 + len(table.columns) + len(table.summary_domains)
+    spans: list[tuple[str, int]] = [(DOMAIN_TITLES[d].capitalize(), len(table.columns_in(d))) for d in ("in", "out")]
+    spans.append(("Mean", len(table.summary_domains)))
+    group_cells, rules, start = [], [], 2
+    for title, width in spans:
+        if width:
+            group_cells.append(rf"\multicolumn{{{width}}}{{c}}{{{title}}}")
+            rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
+            start += width
+    tasks = [tex_escape(c.task) for c in table.columns] + [DOMAIN_TITLES[d] for d in table.summary_domains]
+    metrics = [tex_escape(c.metric_label) for c in table.columns] + [""] * len(table.summary_domains)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\scriptsize",
+        rf"\caption{{Leaderboard: {tex_escape(table.model)}}}",
+        r"\begin{tabular}{l" + "r" * (n_cols - 1) + "}",
+        r"\toprule",
+        " & " + " & ".join(group_cells) + r" \\",
+        "".join(rules),
+        "Method & " + " & ".join(tasks) + r" \\",
+        " & " + " & ".join(metrics) + r" \\",
+    ]
+    for group, rows in table.groups():
+        lines.append(r"\midrule")
+        lines.append(rf"\multicolumn{{{n_cols}}}{{l}}{{\emph{{{group.capitalize()}}}}} \\")
+        for row in rows:
+            cells = [_tex_cell(cell_text(table, row, c)) for c in table.columns]
+            cells += [_tex_cell(summary_text(table, row, d)) for d in table.summary_domains]
+            lines.append(tex_escape(row.label) + " & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", "", r"\smallskip"]
+    lines += [tex_escape(note) + r"\par" for note in table.notes]
+    lines.append(r"\end{table}")
+    return lines
+
+
+def render_latex(board: Leaderboard) -> str:
+    """Tables for ``\\input`` in a paper; they need ``\\usepackage{booktabs}``."""
+    lines = ["% Leaderboard tables built by spd-bench from stored result records; needs \\usepackage{booktabs}."]
+    for table in board.tables:
+        lines.extend(_tex_table(table))
+        lines.append("")
+    lines.append(r"{\scriptsize")
+    lines += [tex_escape(line) + r"\par" for line in board.legend]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+# Writing --------------------------------------------------------------------------------------
+
+
+def _html(board: Leaderboard) -> bytes:
+    from spd_bench.leaderboard.webpage import render_html
+
+    return render_html(board).encode()
+
+
+def _png(board: Leaderboard) -> bytes:
+    from spd_bench.leaderboard.chart import render_png
+
+    return render_png(board)
+
+
+RENDERERS: dict[str, Callable[[Leaderboard], bytes]] = {
+    "md": lambda board: render_markdown(board).encode(),
+    "csv": lambda board: render_csv(board).encode(),
+    "tex": lambda board: render_latex(board).encode(),
+    "html": _html,
+    "png": _png,
+}
+FORMATS = tuple(RENDERERS)
+
+
+def check_formats(formats: list[str]) -> None:
+    for name in formats:
+        if name not in RENDERERS:
+            raise UserError(f"unknown leaderboard format {name!r}: choose from {', '.join(FORMATS)} (comma-separated)")
+
+
+def write_outputs(board: Leaderboard, out_dir: Path, formats: list[str]) -> dict[str, Path]:
+    """Write ``leaderboard.<format>`` for each format; returns format -> path."""
+    check_formats(formats)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name in formats:
+        path = out_dir / f"leaderboard.{name}"
+        write_atomic(path, RENDERERS[name](board))
+        written[name] = path
+    return written
