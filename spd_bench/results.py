@@ -111,11 +111,11 @@ def load_record(path: Path) -> ResultRecord:
     return record_from_dict(data, str(path))
 
 
-def load_records(results_dir: Path) -> list[ResultRecord]:
-    """Every record under ``results_dir`` (recursively), validated."""
+def record_files(results_dir: Path) -> list[Path]:
+    """Every record file under ``results_dir`` (recursively), in a stable order."""
     if not results_dir.is_dir():
         raise UserError(f"results folder {results_dir} does not exist; run `spd-bench run` or pass --results DIR")
-    return [load_record(p) for p in sorted(results_dir.rglob("*.json")) if not p.name.startswith(("manifest", "leaderboard"))]
+    return sorted(p for p in results_dir.rglob("*.json") if not p.name.startswith(("manifest", "leaderboard")))
 
 
 def load_item_scores(record_path: Path, record: ResultRecord) -> list[float] | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from spd_bench.errors import UserError
-from spd_bench.results import EvalSettings, ResultRecord, load_item_scores, load_record
+from spd_bench.results import EvalSettings, ResultRecord, load_item_scores, load_record, record_files
 
 DOMAINS = ("in", "out")
 
@@ -42,11 +42,8 @@ class StoredRecord:
 
 
 def load_stored(results_dir: Path) -> list[StoredRecord]:
-    """Every record under ``results_dir`` with its path (the same files ``load_records`` reads)."""
-    if not results_dir.is_dir():
-        raise UserError(f"results folder {results_dir} does not exist; run `spd-bench run` or pass --results DIR")
-    paths = sorted(p for p in results_dir.rglob("*.json") if not p.name.startswith(("manifest", "leaderboard")))
-    stored = [StoredRecord(load_record(p), p) for p in paths]
+    """Every record under ``results_dir``, validated, with its path (per-item scores live beside it)."""
+    stored = [StoredRecord(load_record(p), p) for p in record_files(results_dir)]
     if not stored:
         raise UserError(f"no result records under {results_dir}; run `spd-bench run` or pass --results DIR")
     for item in stored:
