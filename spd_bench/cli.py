@@ -161,7 +161,7 @@ def _list(args: argparse.Namespace, console: Any) -> int:
             if not defaults:
                 continue
             options = Table(title=f"{name} options")
-            for column in ("option", "default", "paper (Table 7)", "matches"):
+            for column in ("option", "default", "paper", "matches"):
                 options.add_column(column)
             for key, value in defaults.items():
                 paper = cls.paper_defaults.get(key, "-")

@@ -30,6 +30,8 @@ def run(tmp_path: Path, *args: str, config: str | None = None) -> subprocess.Com
         (["--tasks", "arith", "--methods", "spd", "--set", "method_options.spd.rank_fraction=high"], None,
          "method_options.spd.rank_fraction: expected a number"),
         (["--force", "sampling", "--tasks", "arith"], None, "is not a stage"),
+        (["--methods", "exec_filter", "--tasks", "arith", "--model", "tiny-llama"], None, "pass --allow-code-execution"),
+        (["--methods", "exec_filter", "--tasks", "arith", "--allow-code-execution"], None, "training source arith_train is 'math'"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(tmp_path: Path, args, config, expected):

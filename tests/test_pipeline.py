@@ -101,3 +101,20 @@ def test_killed_run_resumes_to_identical_results(first_run, tmp_path: Path):
     assert records(out) == records(reference)
     leftovers = [p for p in cache.rglob("*.tmp-*")]
     assert all(not p.joinpath("manifest.json").exists() for p in leftovers)
+
+
+def test_a_filter_that_keeps_nothing_records_the_base_model(tmp_path: Path):
+    """rft on a random model finds no correct sample: nothing is trained, and the record says so."""
+    out, cache = tmp_path / "results", tmp_path / "cache"
+    cmd = spd_bench_cmd(
+        "--plugin", str(ARITH_PLUGIN), "--quiet", "run", "--model", "tiny-llama", "--methods", "base,rft",
+        "--tasks", "arith", "--seeds", "1", "--output", str(out), "--cache-dir", str(cache), "--no-leaderboard",
+        "--set", "method_options.rft.k=1",
+    )
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rft = json.loads((out / "records/tiny-llama/arith/rft-seed1.json").read_text())
+    base = json.loads((out / "records/tiny-llama/arith/base.json").read_text())
+    assert rft["method_info"]["budget"]["n_examples"] == 0 and rft["method_info"]["budget"]["n_kept"] == 0
+    assert rft["method_info"]["external_signal"] == "labels"
+    assert rft["metrics"] == base["metrics"]

@@ -223,6 +223,8 @@ class Pipeline:
 
             corpus = _read_jsonl(curate_dir / "corpus.jsonl")
             pairs = [(row["prompt"], row["completion"]) for row in corpus]
+            if not pairs:  # a filter kept nothing: the "fine-tuned" model is the base model, recorded as such
+                return {"n_examples": 0, "n_tokens": 0, "epochs": cfg.train.epochs, "steps": 0, "empty_corpus": True}
             total = -(-len(pairs) // cfg.train.batch_size) * cfg.train.epochs
             with self.reporter.progress(f"{label}: fine-tune", total) as tick:
                 info = train_lora(
@@ -335,8 +337,12 @@ class Pipeline:
 
 @contextlib.contextmanager
 def _with_adapter(model: Any, adapter: Path | None) -> Iterator[Any]:
-    """The base model, or the base model with a saved LoRA adapter attached (removed after)."""
-    if adapter is None:
+    """The base model, or the base model with a saved LoRA adapter attached (removed after).
+
+    An adapter folder without adapter_config.json comes from an empty curated corpus: nothing
+    was trained, so the base model is scored.
+    """
+    if adapter is None or not (adapter / "adapter_config.json").exists():
         yield model
         return
     from peft import PeftModel

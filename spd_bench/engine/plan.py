@@ -88,6 +88,9 @@ def make_plan(config: RunConfig) -> Plan:
         raise UserError(
             f"method {trained[0].name} needs a task with a training source; {', '.join(tasks)} has none"
         )
+    for method in trained:
+        for source in sources.values():
+            method.validate(config, source)
     cells: list[Cell] = []
     for name, method in methods.items():
         if not method.trains:

@@ -2,7 +2,8 @@
 training corpus and a fine-tuning setup. The engine, not the method, runs models, caches and
 records; a new method is one small class.
 
-Hooks, in the order the engine calls them (all optional but ``describe``):
+Hooks, in the order the engine calls them (all optional):
+  validate(config, source)            refuse a bad setting at plan time, before any model work
   prepare(ctx, out_dir)   -> info     e.g. SPD extracts projectors into out_dir (cached)
   sampling(ctx)           -> SamplingPlan   decoding settings and samples per prompt
   generation_model(ctx)   -> context manager giving the model to sample from (e.g. projected)
@@ -86,6 +87,9 @@ class Method:
 
     def options_dict(self) -> dict[str, Any]:
         return asdict(self.options) if is_dataclass(self.options) else {}
+
+    def validate(self, config: Any, source: Any) -> None:
+        """Refuse a (config, training source) pair before any model work; raise UserError."""
 
     def prepare(self, ctx: MethodContext, out_dir: Path) -> dict[str, Any]:
         return {}
