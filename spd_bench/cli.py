@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--data", action="append", metavar="NAME=PATH")
     score.add_argument("--allow-code-execution", action="store_true")
 
+    prefetch = sub.add_parser("prefetch", help="fill the cache with task data on a networked machine (for offline GPU nodes)")
+    prefetch.add_argument("--tasks", type=_csv, required=True, help="tasks or groups, e.g. paper or gsm8k,bbh")
+    prefetch.add_argument("--cache-dir", default=".spd_cache")
+
     organism = sub.add_parser("organism", help="the built-in CPU model")
     organism_sub = organism.add_subparsers(dest="organism_command", required=True)
     build = organism_sub.add_parser("build", help="pretrain the organism now (otherwise built on first use)")
@@ -132,8 +136,9 @@ def _list(args: argparse.Namespace, console: Any) -> int:
     from rich.table import Table
 
     if args.what == "tasks":
-        from spd_bench.tasks import TASKS, get_task, groups
+        from spd_bench.tasks import TASKS, ensure_loaded, get_task, groups
 
+        ensure_loaded()
         table = Table(title="tasks")
         for column in ("task", "kind", "scorer", "training source", "out-of-domain", "description"):
             table.add_column(column)
@@ -195,6 +200,19 @@ def _score(args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
+def _prefetch(args: argparse.Namespace, console: Any) -> int:
+    from spd_bench.data.prefetch import prefetch
+
+    report = prefetch(args.tasks, Path(args.cache_dir))
+    failed = 0
+    for name, entry in report.items():
+        console.print(f"[bold]{name}[/bold]: {entry['status']}", highlight=False)
+        for note in entry.get("fetched", []):
+            console.print(f"  {note}", highlight=False)
+        failed += entry["status"].startswith("not available")
+    return 1 if failed else 0
+
+
 def _organism(args: argparse.Namespace, console: Any) -> int:
     from spd_bench.organism.build import organism_dir
 
@@ -218,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
 
         for plugin in args.plugin:
             load_plugin(plugin)
-        handler = {"run": _run, "list": _list, "leaderboard": _leaderboard, "score": _score, "organism": _organism}[args.command]
+        handler = {"run": _run, "list": _list, "leaderboard": _leaderboard, "score": _score,
+                   "prefetch": _prefetch, "organism": _organism}[args.command]
         return handler(args, console)
     except UserError as exc:
         errors.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)

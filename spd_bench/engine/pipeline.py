@@ -330,6 +330,10 @@ class Pipeline:
 
     def run(self) -> list[Path]:
         _ = self.model_key  # a missing model fails here, before any data or model work
+        for task_name in self.plan.tasks:  # missing data fails now, not after hours of work
+            self.eval_data(task_name)
+        for source_name in self.plan.sources:
+            self.source_data(source_name)
         for cell in self.plan.cells:
             self.run_cell(cell)
         return self.records

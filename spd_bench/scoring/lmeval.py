@@ -17,28 +17,56 @@ from spd_bench.config import stable_hash
 from spd_bench.errors import UserError
 from spd_bench.scoring import ScoreOutput, ScoreSettings
 
-# The regexes are lm-eval's own GSM8K filters: strict reads '#### n', flexible the last number.
-GSM8K_FILTERS = [
-    {
-        "name": "strict-match",
-        "filter": [{"function": "regex", "regex_pattern": "#### (\\-?[0-9\\.\\,]+)"}, {"function": "take_first"}],
-    },
-    {
-        "name": "flexible-extract",
-        "filter": [
-            {"function": "regex", "group_select": -1, "regex_pattern": "(-?[$0-9.,]{2,})|(-?[0-9]+)"},
-            {"function": "take_first"},
-        ],
-    },
-]
-EXACT_MATCH = {
-    "metric": "exact_match",
-    "aggregation": "mean",
-    "higher_is_better": True,
-    "ignore_case": True,
-    "ignore_punctuation": False,
-    "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"],
+# Answer extraction per answer format (a task's ``options.answer_format``). "numeric" uses
+# lm-eval's own GSM8K filters: strict reads '#### n', flexible the last number.
+_FLEXIBLE_NUMBER = {
+    "name": "flexible-extract",
+    "filter": [
+        {"function": "regex", "group_select": -1, "regex_pattern": "(-?[$0-9.,]{2,})|(-?[0-9]+)"},
+        {"function": "take_first"},
+    ],
 }
+ANSWER_FORMATS: dict[str, dict[str, Any]] = {
+    "numeric": {
+        "filters": [
+            {"name": "strict-match",
+             "filter": [{"function": "regex", "regex_pattern": "#### (\\-?[0-9\\.\\,]+)"}, {"function": "take_first"}]},
+            _FLEXIBLE_NUMBER,
+        ],
+        "metric": {"ignore_case": True, "ignore_punctuation": False, "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"]},
+        "primary": "flexible-extract",
+    },
+    # MATH: the last \boxed{...} (one level of nested braces), compared without spaces and '$'.
+    "boxed": {
+        "filters": [
+            {"name": "boxed", "filter": [
+                {"function": "regex", "group_select": -1, "regex_pattern": "\\\\boxed\\{((?:[^{}]|\\{[^{}]*\\})*)\\}"},
+                {"function": "take_first"}]},
+            _FLEXIBLE_NUMBER,
+        ],
+        "metric": {"ignore_case": False, "ignore_punctuation": False, "regexes_to_ignore": [" ", "\\$", "\\\\!"]},
+        "primary": "boxed",
+    },
+    # Free-text answers (BBH): the text after "the answer is", else the first non-blank line.
+    "text": {
+        "filters": [
+            {"name": "answer-is", "filter": [
+                {"function": "regex", "group_select": -1, "regex_pattern": "(?i)answer is:?\\s*([^\\n]*?)\\.?\\s*(?:\\n|$)"},
+                {"function": "take_first"}]},
+            {"name": "first-line", "filter": [
+                {"function": "regex", "regex_pattern": "(?m)^\\s*(\\S[^\\n]*?)\\.?\\s*$"}, {"function": "take_first"}]},
+        ],
+        "metric": {"ignore_case": True, "ignore_punctuation": True, "regexes_to_ignore": []},
+        "primary": "first-line",
+    },
+}
+
+
+def answer_format(task: Any) -> dict[str, Any]:
+    name = task.options.get("answer_format", "numeric")
+    if name not in ANSWER_FORMATS:
+        raise UserError(f"task {task.name}: options.answer_format {name!r} is not one of {', '.join(ANSWER_FORMATS)}")
+    return ANSWER_FORMATS[name]
 
 
 def _write_docs(items: list[dict[str, Any]], work_dir: Path) -> Path:
@@ -54,7 +82,7 @@ def _write_docs(items: list[dict[str, Any]], work_dir: Path) -> Path:
 
 
 def generate_config(task: Any, docs: Path, settings: ScoreSettings) -> dict[str, Any]:
-    """lm-eval ``generate_until`` config: exact match with strict and flexible extraction."""
+    """lm-eval ``generate_until`` config: exact match after the task's answer extraction."""
     return {
         "task": f"spdbench_{task.name}",
         "dataset_path": "json",
@@ -69,8 +97,8 @@ def generate_config(task: Any, docs: Path, settings: ScoreSettings) -> dict[str,
             "temperature": settings.temperature,
             "max_gen_toks": settings.max_new_tokens,
         },
-        "filter_list": GSM8K_FILTERS,
-        "metric_list": [EXACT_MATCH],
+        "filter_list": answer_format(task)["filters"],
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True, **answer_format(task)["metric"]}],
         "num_fewshot": 0,
         "metadata": {"version": 1},
     }
@@ -134,8 +162,8 @@ def _clean(value: Any) -> Any:
 
 
 class _LMEvalScorer:
-    output_type = ""
-    primary = ""
+    def primary_metric(self, task: Any) -> str:
+        raise NotImplementedError
 
     def config(self, task: Any, docs: Path, settings: ScoreSettings) -> dict[str, Any]:
         raise NotImplementedError
@@ -152,17 +180,18 @@ class _LMEvalScorer:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and "_stderr" not in key
             and key not in ("alias", "sample_len")
         }
-        per_item = self.per_item(results["samples"][name])
+        primary = self.primary_metric(task)
+        per_item = self.per_item(results["samples"][name], primary)
         config_stored = {**config, "dataset_kwargs": {"data_files": {"test": docs.name}}}
         return ScoreOutput(
             metrics=metrics,
-            primary_metric=self.primary,
+            primary_metric=primary,
             higher_is_better=True,
             per_item=per_item,
             native={"lm_eval_results": raw, "lm_eval_task_config": config_stored, "lm_eval_version": _version()},
         )
 
-    def per_item(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def per_item(self, samples: list[dict[str, Any]], primary: str) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     def score_model(self, model: Any, tokenizer: Any, task: Any, items: list[dict[str, Any]], settings: ScoreSettings) -> ScoreOutput:
@@ -176,12 +205,13 @@ class _LMEvalScorer:
 
 
 class LMEvalGenerate(_LMEvalScorer):
-    primary = "exact_match/flexible-extract"
+    def primary_metric(self, task: Any) -> str:
+        return "exact_match/" + answer_format(task)["primary"]
 
     def config(self, task: Any, docs: Path, settings: ScoreSettings) -> dict[str, Any]:
         return generate_config(task, docs, settings)
 
-    def per_item(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def per_item(self, samples: list[dict[str, Any]], primary: str) -> list[dict[str, Any]]:
         by_doc: dict[int, dict[str, Any]] = {}
         for sample in samples:
             entry = by_doc.setdefault(
@@ -192,17 +222,18 @@ class LMEvalGenerate(_LMEvalScorer):
             entry[f"extracted/{sample['filter']}"] = _clean(sample["filtered_resps"][0])
         rows = [by_doc[k] for k in sorted(by_doc)]
         for row in rows:
-            row["score"] = row["exact_match/flexible-extract"]
+            row["score"] = row[primary]
         return rows
 
 
 class LMEvalMultipleChoice(_LMEvalScorer):
-    primary = "acc"
+    def primary_metric(self, task: Any) -> str:
+        return "acc"
 
     def config(self, task: Any, docs: Path, settings: ScoreSettings) -> dict[str, Any]:
         return multiple_choice_config(task, docs, settings)
 
-    def per_item(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def per_item(self, samples: list[dict[str, Any]], primary: str) -> list[dict[str, Any]]:
         rows = []
         for sample in sorted(samples, key=lambda s: s["doc_id"]):
             logliks = [float(r[0]) for r in sample["filtered_resps"]]
@@ -234,7 +265,7 @@ def _make_replay_class() -> type:
     from lm_eval.api.model import LM
 
     class _ReplayLM(LM):
-        """Answers lm-eval's requests from stored responses (keyed by the exact prompt text).
+        """Answers lm-eval's requests from stored responses, keyed by each document's item id.
 
         generate_until returns the stored completion; loglikelihood gives 0 to the stored choice
         (an option index, or its text) and -1e9 to the others, so lm-eval's own metrics apply.
@@ -242,26 +273,23 @@ def _make_replay_class() -> type:
 
         def __init__(self, items: list[dict[str, Any]], responses: dict[str, list[str]]) -> None:
             super().__init__()
-            self._by_prompt: dict[str, dict[str, Any]] = {}
-            for item in items:
-                if item["id"] not in responses:
-                    raise UserError(f"no stored response for item {item['id']!r}; the samples file must cover every item")
-                self._by_prompt[item["prompt"]] = {"item": item, "response": responses[item["id"]][0]}
+            missing = [item["id"] for item in items if item["id"] not in responses]
+            if missing:
+                raise UserError(f"no stored response for item {missing[0]!r}; the samples file must cover every item")
+            self._responses = {item["id"]: responses[item["id"]][0] for item in items}
 
-        def _lookup(self, context: str) -> dict[str, Any]:
-            try:
-                return self._by_prompt[context]
-            except KeyError as exc:
-                raise UserError("a stored response does not match any prompt of the task") from exc
+        def _lookup(self, request: Any) -> dict[str, Any]:
+            doc = request.doc
+            return {"item": doc, "response": self._responses[doc["id"]]}
 
         def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-            return [str(self._lookup(request.args[0])["response"]) for request in requests]
+            return [str(self._lookup(request)["response"]) for request in requests]
 
         def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
             results = []
             for request in requests:
-                context, continuation = request.args
-                entry = self._lookup(context)
+                _context, continuation = request.args
+                entry = self._lookup(request)
                 choices = entry["item"].get("choices", [])
                 chosen = str(entry["response"]).strip()
                 chosen_text = choices[int(chosen)] if chosen.isdigit() and int(chosen) < len(choices) else chosen
