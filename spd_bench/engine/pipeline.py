@@ -138,7 +138,7 @@ class Pipeline:
 
         return MethodContext(
             load_model=lambda: self.loaded, source=self.plan.sources[cell.source], data=self.source_data(cell.source),
-            config=self.config, seed=cell.seed, prepared=prepared,
+            config=self.config, seed=cell.seed, prepared=prepared, progress=self.reporter.progress,
         )
 
     def run_cell(self, cell: Cell) -> None:

@@ -50,6 +50,7 @@ class MethodContext:
     config: Any  # spd_bench.config.RunConfig
     seed: int
     prepared: Path | None = None  # the folder prepare() filled, when the method has one
+    progress: Callable[[str, int], Any] | None = None  # progress(description, total) -> context giving tick(n)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

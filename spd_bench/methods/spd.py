@@ -80,10 +80,13 @@ class SPD(Method):
         from spd_bench.engine.extract import extract_projectors
 
         opts = self.options
-        return extract_projectors(
-            ctx.model.model, self.calibration_examples(ctx), layers=layers, rank=opts.rank,
-            rank_fraction=opts.rank_fraction, project=opts.project, loss=opts.calibration_loss,
-        )
+        examples = self.calibration_examples(ctx)
+        progress = ctx.progress or (lambda description, total: contextlib.nullcontext(lambda n: None))
+        with progress(f"{self.name}/{ctx.source.name}: extract subspace", len(examples)) as tick:
+            return extract_projectors(
+                ctx.model.model, examples, layers=layers, rank=opts.rank, rank_fraction=opts.rank_fraction,
+                project=opts.project, loss=opts.calibration_loss, progress=lambda done, total: tick(1),
+            )
 
     def prepare(self, ctx: MethodContext, out_dir: Path) -> dict[str, Any]:
         from spd_bench.engine.extract import save_projectors
