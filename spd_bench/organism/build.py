@@ -1,0 +1,248 @@
+"""Build the organism once per cache: tokenizer, pretraining, a quick accuracy check, provenance.
+
+The folder name is a hash of the build config, ``BUILD_VERSION`` and the source of the modules
+that determine the weights, so a changed recipe builds a new organism instead of reusing a
+stale one. A build is written to a temporary
+folder and renamed into place, so an interrupted build leaves nothing half-made behind.
+
+The accuracy recorded in ``provenance.json`` is this module's own quick check (greedy exact
+match for math, executing the code on its base inputs for code, option likelihood for multiple
+choice); the benchmark's scores come from lm-eval and EvalPlus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from spd_bench.config import stable_hash
+from spd_bench.organism import suite
+from spd_bench.organism.pretrain import ModelShape, PretrainConfig, make_model, pretrain
+
+BUILD_VERSION = 1
+SMOKE_STEPS = 5
+
+# Evaluation sets checked after pretraining: task name -> (family, out of domain, items).
+CHECKS = {
+    "synth_math": ("math", False, 500),
+    "synth_code": ("code", False, 500),
+    "synth_mc": ("mc", False, 500),
+    "synth_math_ood": ("math", True, 300),
+    "synth_code_ood": ("code", True, 300),
+    "synth_mc_ood": ("mc", True, 300),
+}
+_MAX_NEW_TOKENS = {"math": 96, "code": 64}
+_STOP = {"math": ["\n"], "code": ["\n\n", "\ndef "]}
+_FINAL = re.compile(r"#### (\d+)")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    seed: int = 0
+    shape: ModelShape = field(default_factory=ModelShape)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    vocab_size: int = 800
+    tokenizer_documents: int = 5000
+    suite_seed: int = 0  # the evaluation sets checked are the tasks' own (tasks/synth.yaml)
+    check_limit: int | None = None  # fewer check items (smoke builds only)
+
+
+def _recipe_sources() -> str:
+    """Hash of the code that determines the weights, so editing it never reuses a stale build."""
+    from spd_bench.organism import pretrain as pretrain_module, tokenizer as tokenizer_module
+
+    digest = hashlib.sha256()
+    for module in (suite, pretrain_module, tokenizer_module):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def build_key(cfg: BuildConfig) -> str:
+    return stable_hash({"build_version": BUILD_VERSION, "config": asdict(cfg), "sources": _recipe_sources()})
+
+
+def organism_dir(cache_dir: Path, progress: Callable[[str], None] | None = None) -> Path:
+    """The folder of the default organism, built on first use and reused afterwards."""
+    return build_organism(cache_dir, progress=progress)
+
+
+def build_organism(
+    cache_dir: Path,
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    smoke: bool = False,
+) -> Path:
+    """Build (or reuse) an organism; ``smoke`` means a few steps and a small check, for tests."""
+    cfg = BuildConfig(seed=seed)
+    if smoke:
+        cfg = replace(cfg, pretrain=replace(cfg.pretrain, steps=steps or SMOKE_STEPS, log_every=1), check_limit=8)
+    elif steps is not None:
+        cfg = replace(cfg, pretrain=replace(cfg.pretrain, steps=steps))
+    final = Path(cache_dir) / "models" / f"organism-{build_key(cfg)}"
+    if (final / "provenance.json").exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".organism-"))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
+    try:
+        _build_into(tmp, cfg, progress or (lambda message: None))
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "provenance.json").exists():  # not a concurrent build that finished first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _build_into(folder: Path, cfg: BuildConfig, progress: Callable[[str], None]) -> None:
+    import torch
+    import transformers
+
+    from spd_bench.models import load_tokenizer
+    from spd_bench.organism.tokenizer import train_tokenizer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.pretrain.threads)
+    try:
+        started = time.perf_counter()
+        docs = suite.pretraining_documents(cfg.seed, 0.0, cfg.pretrain.mix)
+        train_tokenizer((prompt + answer for prompt, answer in (next(docs) for _ in range(cfg.tokenizer_documents))),
+                        folder, cfg.vocab_size)
+        tokenizer = load_tokenizer(folder)
+        model = make_model(cfg.shape, tokenizer, cfg.seed)
+        progress(f"pretraining the organism ({sum(p.numel() for p in model.parameters()):,} parameters,"
+                 f" {cfg.pretrain.steps} steps)")
+        pretrain_started = time.perf_counter()
+        curve = pretrain(model, tokenizer, cfg.pretrain, cfg.seed, progress)
+        pretrain_s = time.perf_counter() - pretrain_started
+        model.save_pretrained(folder)
+        check_started = time.perf_counter()
+        accuracy = {}
+        for task, (family, ood, n) in CHECKS.items():
+            items = suite.items(family, "eval", n, seed=cfg.suite_seed, ood=ood)[: cfg.check_limit]
+            accuracy[task] = round(check_accuracy(model, tokenizer, family, items), 4)
+            progress(f"{task}: {accuracy[task]:.1%} of {len(items)} items")
+        provenance = {
+            "build_version": BUILD_VERSION,
+            "key": build_key(cfg),
+            "seed": cfg.seed,
+            "steps": cfg.pretrain.steps,
+            "config": asdict(cfg),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "vocab_size": len(tokenizer),
+            "loss_curve": curve,
+            "accuracy": accuracy,
+            "accuracy_check": "greedy '#### n' exact match (math), base inputs executed against the canonical"
+            " solution (code), highest summed option log-likelihood (mc)",
+            "wall_time_s": {
+                "pretrain": round(pretrain_s, 1),
+                "check": round(time.perf_counter() - check_started, 1),
+                "total": round(time.perf_counter() - started, 1),
+            },
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+            "threads": cfg.pretrain.threads,
+        }
+        (folder / "provenance.json").write_text(json.dumps(provenance, indent=1))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def check_accuracy(model: Any, tokenizer: Any, family: str, items: list[dict[str, Any]]) -> float:
+    """Share of ``items`` the model gets right by the quick check for its family."""
+    if not items:
+        return 0.0
+    if family == "mc":
+        return sum(_mc_choice(model, tokenizer, item) == item["gold"] for item in items) / len(items)
+    from spd_bench.engine.generate import generate_completions
+
+    completions = generate_completions(
+        model, tokenizer, [item["prompt"] for item in items], max_new_tokens=_MAX_NEW_TOKENS[family],
+        batch_size=64, stop=_STOP[family],
+    )
+    if family == "math":
+        found = [_FINAL.search(text) for text in completions]
+        return sum(m is not None and m.group(1) == item["label"] for m, item in zip(found, items)) / len(items)
+    return sum(run_code_checks(items, completions)) / len(items)
+
+
+def _mc_choice(model: Any, tokenizer: Any, item: dict[str, Any]) -> int:
+    """Index of the option whose text (after a space) the model finds most likely."""
+    import torch
+
+    from spd_bench.spans import encode_example
+
+    encoded = [encode_example(tokenizer, item["prompt"], " " + choice, add_eos=False) for choice in item["choices"]]
+    width = max(len(e.input_ids) for e in encoded)
+    ids = torch.tensor([e.input_ids + [tokenizer.pad_token_id] * (width - len(e.input_ids)) for e in encoded])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)
+    scores = []
+    for row, e in enumerate(encoded):
+        targets = range(e.prompt_len, len(e.input_ids))
+        scores.append(sum(logprobs[row, t - 1, e.input_ids[t]].item() for t in targets))
+    return max(range(len(scores)), key=scores.__getitem__)
+
+
+# Runs in a child process: one JSON job per stdin line, one JSON verdict per stdout line.
+_WORKER = r"""
+import copy, json, resource, signal, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+def _timeout(*_):
+    raise TimeoutError
+signal.signal(signal.SIGALRM, _timeout)
+for line in sys.stdin:
+    job = json.loads(line)
+    ok = False
+    try:
+        signal.alarm(2)
+        ref, cand = {}, {}
+        exec(job["reference"], ref)
+        exec(job["candidate"], cand)
+        f, g = ref[job["entry"]], cand[job["entry"]]
+        ok = all(g(*copy.deepcopy(a)) == f(*copy.deepcopy(a)) for a in job["inputs"])
+    except BaseException:
+        ok = False
+    finally:
+        signal.alarm(0)
+    print(json.dumps(ok), flush=True)
+"""
+
+
+def run_code_checks(items: list[dict[str, Any]], bodies: list[str]) -> list[bool]:
+    """Whether each body gives its canonical solution's outputs on the base inputs.
+
+    Generated code runs in a separate process with a memory cap and a 2 s alarm per item; if
+    the process dies, the item it was on fails and the rest continue in a fresh process.
+    """
+    jobs = [
+        json.dumps({"reference": item["prompt"] + item["canonical_solution"], "candidate": item["prompt"] + body,
+                    "entry": item["entry_point"], "inputs": item["base_input"]})
+        for item, body in zip(items, bodies)
+    ]
+    verdicts: list[bool] = []
+    while len(verdicts) < len(jobs):
+        pending = jobs[len(verdicts):]
+        try:
+            result = subprocess.run([sys.executable, "-c", _WORKER], input="\n".join(pending) + "\n",
+                                    capture_output=True, text=True, timeout=3 * len(pending) + 10)
+            lines = result.stdout.split()
+        except subprocess.TimeoutExpired as exc:
+            lines = (exc.stdout or b"").decode().split()  # bytes even with text=True
+        verdicts.extend(json.loads(line) for line in lines[: len(pending)])
+        if len(verdicts) < len(jobs):
+            verdicts.append(False)  # the item the worker died on
+    return verdicts
