@@ -216,7 +216,7 @@ def _prefetch(args: argparse.Namespace, console: Any) -> int:
 def _organism(args: argparse.Namespace, console: Any) -> int:
     from spd_bench.organism.build import organism_dir
 
-    path = organism_dir(Path(args.cache_dir))
+    path = organism_dir(Path(args.cache_dir), progress=lambda message: console.print(message, highlight=False))
     console.print(f"organism ready in {path}")
     return 0
 

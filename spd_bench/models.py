@@ -48,6 +48,13 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
     return device, dtype
 
 
+def _organism_progress(message: str) -> None:
+    """The first build takes minutes: say what it is doing (stderr, so tables stay clean)."""
+    import sys
+
+    print(f"building the organism (once per cache): {message}", file=sys.stderr, flush=True)
+
+
 def _hash_folder(path: Path) -> str:
     """sha256 over config, tokenizer and weight files (names and content)."""
     digest = hashlib.sha256()
@@ -65,7 +72,7 @@ def resolve_model_path(spec: str, cache_dir: Path) -> tuple[Path, str, str]:
     if spec == "organism":
         from spd_bench.organism.build import organism_dir
 
-        path = organism_dir(cache_dir)
+        path = organism_dir(cache_dir, progress=_organism_progress)
         return path, "built-in", f"organism@{_hash_folder(path)}"
     if spec in ("tiny-llama", "tiny-qwen2"):
         from spd_bench.tiny import tiny_model_dir
