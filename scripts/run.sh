@@ -4,5 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export TOKENIZERS_PARALLELISM=false
-if [ "$#" -eq 0 ]; then set -- run; fi
+# The default run scores synthetic code tasks by executing generated code, sandboxed.
+if [ "$#" -eq 0 ]; then set -- run --allow-code-execution; fi
 exec .venv/bin/spd-bench "$@"
