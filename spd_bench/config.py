@@ -59,6 +59,7 @@ class RunConfig:
     methods: list[str] = field(default_factory=lambda: ["base", "raw_sd", "spd", "spd_random"])
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     limit: int | None = None
+    prompt_format: str | None = None  # None: each task's own; "plain" | "chat" (the model's chat template)
     n_train: int | None = None
     gen_batch_size: int = 32
     eval_batch_size: int = 32

@@ -107,11 +107,12 @@ class Pipeline:
             from spd_bench.tasks import LoadedSource, check_disjoint, load_source
 
             data = load_source(self.plan.sources[name], self.data_context())
-            if self.config.n_train is not None:
-                data = LoadedSource(
-                    train=data.train[: self.config.n_train], calibration=data.calibration, layer=data.layer,
-                    details={**data.details, "n_train": self.config.n_train},
-                )
+            train = data.train if self.config.n_train is None else data.train[: self.config.n_train]
+            prompt_format = self._source_prompt_format(name)
+            data = LoadedSource(
+                train=self._render(train, prompt_format), calibration=self._render(data.calibration, prompt_format),
+                layer=data.layer, details={**data.details, "n_train": len(train), "prompt_format": prompt_format},
+            )
             for task_name, spec in self.plan.tasks.items():
                 check_disjoint(data, self.eval_data(task_name).items, task_name)
             self._sources[name] = data
@@ -121,8 +122,26 @@ class Pipeline:
         if name not in self._eval:
             from spd_bench.tasks import load_eval
 
-            self._eval[name] = load_eval(self.plan.tasks[name], self.data_context(), self.config.limit)
+            task = self.plan.tasks[name]
+            data = load_eval(task, self.data_context(), self.config.limit)
+            data.items = self._render(data.items, task.prompt_format)
+            self._eval[name] = data
         return self._eval[name]
+
+    def _source_prompt_format(self, source: str) -> str:
+        """A training source is rendered like the tasks it trains for."""
+        formats = {t.prompt_format for t in self.plan.tasks.values() if t.training_source == source}
+        return formats.pop() if len(formats) == 1 else "plain"
+
+    def _render(self, items: list[dict[str, Any]], prompt_format: str) -> list[dict[str, Any]]:
+        if prompt_format == "plain":
+            return items
+        from spd_bench.models import load_tokenizer, resolve_model_path
+        from spd_bench.prompts import render_items
+
+        if not hasattr(self, "_tokenizer"):
+            self._tokenizer = load_tokenizer(resolve_model_path(self.config.model, Path(self.config.cache_dir))[0])
+        return render_items(items, self._tokenizer, prompt_format)
 
     # ---- stages ---------------------------------------------------------------------------
     def _stage(self, label: str, key: StageKey, build: Callable[[Path], dict[str, Any] | None]) -> Path:

@@ -72,6 +72,14 @@ def make_plan(config: RunConfig) -> Plan:
     if unknown_options:
         raise UserError(f"method_options for {unknown_options[0]!r}, which is not among --methods; remove it or add the method")
     tasks = {name: get_task(name) for name in expand_tasks(config.tasks)}
+    if config.prompt_format is not None:
+        from dataclasses import replace
+
+        from spd_bench.prompts import PROMPT_FORMATS
+
+        if config.prompt_format not in PROMPT_FORMATS:
+            raise UserError(f"prompt_format {config.prompt_format!r} is not one of {', '.join(PROMPT_FORMATS)}")
+        tasks = {name: replace(spec, prompt_format=config.prompt_format) for name, spec in tasks.items()}
     unknown_data = sorted(set(config.data) - set(tasks) - {s.training_source for s in tasks.values() if s.training_source})
     if unknown_data:
         raise UserError(f"--data names {unknown_data[0]!r}, which is not a requested task or training source")
