@@ -24,6 +24,7 @@ MARKER = "ALL-TESTS-PASSED"
 TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
 TIMEOUT_S = 1.5
 SLACK_S = 2.0  # start-up, kill and clean-up on a busy machine
+COMPLETES_S = 30.0  # for programs that end by themselves: only a stuck run would reach it
 
 
 @pytest.fixture
@@ -129,7 +130,7 @@ def test_child_processes_all_die(tmp_path: Path, outside: Path, ending: str) -> 
 @pytest.mark.parametrize("gigabytes", [50, 1])  # 1 GB fits this machine: only the limit stops it
 def test_large_allocations_fail_fast(tmp_path: Path, outside: Path, gigabytes: int) -> None:
     candidate = f"data = bytearray({gigabytes} * 2**30)\ndef add(a, b):\n    return a + b\n"
-    result, passed = run_candidate(candidate, tmp_path, memory_mb=256)
+    result, passed = run_candidate(candidate, tmp_path, memory_mb=256, timeout_s=COMPLETES_S)
     assert not passed
     assert not result.timed_out
     assert "MemoryError" in result.stderr
@@ -138,7 +139,7 @@ def test_large_allocations_fail_fast(tmp_path: Path, outside: Path, gigabytes: i
 
 @pytest.mark.parametrize("exit_call", ["import sys\nsys.exit(0)", "import os\nos._exit(0)"])
 def test_exiting_before_the_tests_is_a_failure(tmp_path: Path, outside: Path, exit_call: str) -> None:
-    result, passed = run_candidate(f"def add(a, b):\n    return a + b\n{exit_call}\n", tmp_path)
+    result, passed = run_candidate(f"def add(a, b):\n    return a + b\n{exit_call}\n", tmp_path, timeout_s=COMPLETES_S)
     assert result.returncode == 0  # the exit status alone would call this a success
     assert not passed
     assert_contained(result, outside, tmp_path)
