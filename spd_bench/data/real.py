@@ -354,14 +354,21 @@ def _local_rows(bench: Benchmark, name: str, path: str) -> Rows:
     return Rows(rows, layers.LOCAL, {"path": str(path)}, items=is_items)
 
 
-def _eval_rows(bench: Benchmark, name: str, ctx: DataContext) -> Rows:
+def _local_or_hub(bench: Benchmark, name: str, ctx: DataContext, hub_split: Any) -> tuple[Rows | None, list[str]]:
+    """The first two data layers: the user's --data file, then the hub; what was tried, for the record."""
     if name in ctx.paths:
-        return _local_rows(bench, name, ctx.paths[name])
+        return _local_rows(bench, name, ctx.paths[name]), []
     tried = [f"local: no --data {name}=PATH"]
-    rows, note = _hub_rows(bench, bench.eval_hub, ctx.cache_dir)
+    rows, note = _hub_rows(bench, hub_split, ctx.cache_dir)
     if rows is not None:
-        return Rows(rows, layers.HUB, {"source": note, "tried": tried})
-    tried.append(f"hub: {note}")
+        return Rows(rows, layers.HUB, {"source": note, "tried": tried}), tried
+    return None, [*tried, f"hub: {note}"]
+
+
+def _eval_rows(bench: Benchmark, name: str, ctx: DataContext) -> Rows:
+    found, tried = _local_or_hub(bench, name, ctx, bench.eval_hub)
+    if found is not None:
+        return found
     if bench.mirror_eval is None:
         raise UserError(_no_offline_data(name, bench.name))
     rows = bench.mirror_eval(ctx.cache_dir, _how_to_provide(name, bench.name))
@@ -374,13 +381,9 @@ def _eval_rows(bench: Benchmark, name: str, ctx: DataContext) -> Rows:
 
 
 def _train_rows(bench: Benchmark, name: str, ctx: DataContext) -> Rows:
-    if name in ctx.paths:
-        return _local_rows(bench, name, ctx.paths[name])
-    tried = [f"local: no --data {name}=PATH"]
-    rows, note = _hub_rows(bench, bench.train_hub, ctx.cache_dir)
-    if rows is not None:
-        return Rows(rows, layers.HUB, {"source": note, "tried": tried})
-    tried.append(f"hub: {note}")
+    found, tried = _local_or_hub(bench, name, ctx, bench.train_hub)
+    if found is not None:
+        return found
     hint = _how_to_provide(name, bench.name)
     if bench.mirror_train is not None:
         rows = bench.mirror_train(ctx.cache_dir, hint)
