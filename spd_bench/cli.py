@@ -223,6 +223,11 @@ def _organism(args: argparse.Namespace, console: Any) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    # Deprecation notices from the libraries (e.g. peft calling a renamed transformers method)
+    # are not the user's to act on; keep the run's output readable.
+    warnings.filterwarnings("ignore", category=FutureWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     from rich.console import Console

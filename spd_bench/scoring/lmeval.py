@@ -129,7 +129,8 @@ def _evaluate(lm: Any, config: dict[str, Any], settings: ScoreSettings) -> dict[
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    # lm-eval warns that an in-memory model is not a string; that is how spd-bench calls it.
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
     manager = TaskManager(include_path=None, include_defaults=False)
     results = simple_evaluate(
         model=lm,
