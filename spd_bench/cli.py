@@ -177,14 +177,11 @@ def _list(args: argparse.Namespace, console: Any) -> int:
 
 
 def _leaderboard(args: argparse.Namespace, console: Any) -> int:
-    from spd_bench.leaderboard import build_leaderboard, render_terminal
-
     results = Path(args.results)
-    board = build_leaderboard(
-        results, Path(args.out) if args.out else results, args.format, models=args.models, methods=args.methods,
-        tasks=args.tasks, metric=args.metric, allow_mixed=args.allow_mixed,
+    _show_leaderboard(
+        console, results, Path(args.out) if args.out else results, args.format, models=args.models,
+        methods=args.methods, tasks=args.tasks, metric=args.metric, allow_mixed=args.allow_mixed,
     )
-    render_terminal(board, console)
     return 0
 
 

@@ -36,6 +36,17 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def ensure_writable(folder: Path, what: str, flag: str) -> None:
+    """Create ``folder`` and prove it takes files, or fail with the flag that picks another."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{what} {folder} is not writable ({exc.strerror or exc}); pass {flag} DIR") from exc
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
@@ -60,13 +71,7 @@ class ArtifactStore:
         self.root = Path(root)
         self.use_cache = use_cache
         self.force = force or set()
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / ".write-probe"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as exc:
-            raise UserError(f"cache folder {self.root} is not writable ({exc.strerror}); pass --cache-dir DIR") from exc
+        ensure_writable(self.root, "cache folder", "--cache-dir")
         self._recomputed: set[str] = set()
 
     def path(self, key: StageKey) -> Path:

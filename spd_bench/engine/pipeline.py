@@ -125,6 +125,7 @@ class Pipeline:
             task = self.plan.tasks[name]
             data = load_eval(task, self.data_context(), self.config.limit)
             data.items = self._render(data.items, task.prompt_format)
+            data.details = {**data.details, "items_hash": stable_hash(data.items)}
             self._eval[name] = data
         return self._eval[name]
 
@@ -269,7 +270,6 @@ class Pipeline:
         return ScoreSettings(
             temperature=temperature,
             batch_size=self.config.eval_batch_size,
-            device=self.loaded.device if self._loaded is not None else self.config.device,
             max_new_tokens=task.max_new_tokens,
             allow_code_execution=self.config.allow_code_execution,
             work_dir=Path(self.config.cache_dir) / "scratch",
@@ -280,7 +280,7 @@ class Pipeline:
         data = self.eval_data(task_name)
         settings = self.score_settings(task, method.eval_temperature())
         settings_cfg = {"temperature": settings.temperature, "max_new_tokens": settings.max_new_tokens, "n_samples": settings.n_samples}
-        score_cfg = {"task": task.to_dict(), "items": stable_hash(data.items), "layer": data.layer, "limit": self.config.limit, "settings": settings_cfg}
+        score_cfg = {"task": task.to_dict(), "items": data.details["items_hash"], "layer": data.layer, "limit": self.config.limit, "settings": settings_cfg}
         key = stage_key("score", STAGE_VERSIONS["score"], score_cfg, {"model": self.model_key, "adapter": adapter_key.key if adapter_key else None})
 
         def build(out: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 from spd_bench.config import RunConfig
 from spd_bench.errors import UserError
 from spd_bench.registry import METHODS
+from spd_bench.store import ensure_writable
 
 
 @dataclass
@@ -44,16 +45,6 @@ def _domains(tasks: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
         for source in targets:
             result[source].append((name, "out"))
     return result
-
-
-def check_writable(folder: Path, what: str, flag: str) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"{what} {folder} is not writable ({exc.strerror or exc}); pass {flag} DIR") from exc
 
 
 def make_plan(config: RunConfig) -> Plan:
@@ -107,6 +98,6 @@ def make_plan(config: RunConfig) -> Plan:
         for source in sources:
             for seed in config.seeds:
                 cells.append(Cell(method=name, source=source, seed=seed, tasks=domains[source]))
-    check_writable(Path(config.output_dir), "output folder", "--output")
-    check_writable(Path(config.cache_dir), "cache folder", "--cache-dir")
+    ensure_writable(Path(config.output_dir), "output folder", "--output")
+    ensure_writable(Path(config.cache_dir), "cache folder", "--cache-dir")
     return Plan(tasks=tasks, sources=sources, methods=methods, cells=cells)
