@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(stderr=False, quiet=False)
     errors = Console(stderr=True)
-    if args.quiet:
+    if args.quiet or not sys.stderr.isatty():
+        # The libraries' own progress bars are for terminals; in a log file they are noise.
         os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         from spd_bench.registry import load_plugin

@@ -71,7 +71,10 @@ def answer_format(task: Any) -> dict[str, Any]:
 
 def _write_docs(items: list[dict[str, Any]], work_dir: Path) -> Path:
     work_dir.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({**item, "doc_id": i}, sort_keys=True) for i, item in enumerate(items)]
+    # The configs name fields rather than Jinja templates (lm-eval compiles a template on every
+    # call, several per document), so the exact-match reference is written as text here.
+    docs = [{**item, "doc_id": i, "label": None if item.get("label") is None else str(item["label"])} for i, item in enumerate(items)]
+    lines = [json.dumps(doc, sort_keys=True) for doc in docs]
     text = "\n".join(lines) + "\n"
     path = work_dir / f"docs-{stable_hash(text)}.jsonl"
     if not path.exists():
@@ -89,8 +92,8 @@ def generate_config(task: Any, docs: Path, settings: ScoreSettings) -> dict[str,
         "dataset_kwargs": {"data_files": {"test": str(docs)}},
         "test_split": "test",
         "output_type": "generate_until",
-        "doc_to_text": "{{prompt}}",
-        "doc_to_target": "{{label}}",
+        "doc_to_text": "prompt",
+        "doc_to_target": "label",
         "generation_kwargs": {
             "until": list(task.stop) or ["\n\n"],
             "do_sample": settings.temperature > 0,
@@ -112,9 +115,9 @@ def multiple_choice_config(task: Any, docs: Path, settings: ScoreSettings) -> di
         "dataset_kwargs": {"data_files": {"test": str(docs)}},
         "test_split": "test",
         "output_type": "multiple_choice",
-        "doc_to_text": "{{prompt}}",
-        "doc_to_choice": "{{choices}}",
-        "doc_to_target": "{{gold}}",
+        "doc_to_text": "prompt",
+        "doc_to_choice": "choices",
+        "doc_to_target": "gold",
         "target_delimiter": task.options.get("target_delimiter", " "),
         "metric_list": [
             {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
@@ -125,12 +128,16 @@ def multiple_choice_config(task: Any, docs: Path, settings: ScoreSettings) -> di
     }
 
 
+def _quiet_lm_eval() -> None:
+    """lm-eval warns that an in-memory model is not a string; that is how spd-bench calls it."""
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+
+
 def _evaluate(lm: Any, config: dict[str, Any], settings: ScoreSettings) -> dict[str, Any]:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    # lm-eval warns that an in-memory model is not a string; that is how spd-bench calls it.
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    _quiet_lm_eval()
     manager = TaskManager(include_path=None, include_defaults=False)
     results = simple_evaluate(
         model=lm,
@@ -198,6 +205,7 @@ class _LMEvalScorer:
     def score_model(self, model: Any, tokenizer: Any, task: Any, items: list[dict[str, Any]], settings: ScoreSettings) -> ScoreOutput:
         from lm_eval.models.huggingface import HFLM
 
+        _quiet_lm_eval()
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size, max_length=_max_length(model))
         return self._run(lm, task, items, settings)
 
