@@ -25,6 +25,7 @@ class CuratedSD(Method):
     """Sample k completions per prompt, keep those ``keep`` accepts, fine-tune on them."""
 
     Options = CuratedOptions
+    post_sampling_options = frozenset({"loss_on"})
 
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)

@@ -32,6 +32,7 @@ class ExecFilter(CuratedSD):
     description = "Execution filter for code: k samples per problem, keep those whose outputs match the reference (sandboxed)."
     external_signal = "tests"
     Options = ExecFilterOptions
+    post_sampling_options = CuratedSD.post_sampling_options | {"timeout_s", "memory_mb"}
 
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)

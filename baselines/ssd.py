@@ -43,6 +43,7 @@ class SSD(Method):
     external_signal = None
     Options = SSDOptions
     paper_defaults = PAPER_DEFAULTS
+    post_sampling_options = frozenset({"drop_shortest", "eval_temperature"})
 
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)

@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from rich.console import Console
 
-    console = Console(stderr=False, quiet=False)
+    # Output to a file or pipe (a log, CI) gets room for the leaderboard instead of rich's 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     errors = Console(stderr=True)
     if args.quiet or not sys.stderr.isatty():
         # The libraries' own progress bars are for terminals; in a log file they are noise.

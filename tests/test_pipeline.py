@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -81,6 +82,17 @@ def test_second_run_is_served_from_cache(first_run):
     assert "computed" not in result.stdout
     assert time.time() - started < 60
     assert records(out) == before
+
+
+def test_an_option_that_acts_after_sampling_reuses_the_samples(first_run, tmp_path: Path):
+    """spd's loss mask changes fine-tuning only: projectors and samples come from the cache."""
+    _, cache, _ = first_run
+    cmd = [c for c in run_cmd(tmp_path / "results", cache, "--set", "method_options.spd.loss_on=completion") if c != "--quiet"]
+    cmd[cmd.index("--methods") + 1], cmd[cmd.index("--seeds") + 1] = "spd,spd_random", "1"
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = dict(re.findall(r"^\s*(\w+)\s+spd/arith_train/seed1: (cached|computed)", result.stdout, re.MULTILINE))
+    assert state == {"prepare": "cached", "sample": "cached", "curate": "computed", "train": "computed"}
 
 
 def test_killed_run_resumes_to_identical_results(first_run, tmp_path: Path):

@@ -186,19 +186,19 @@ class Pipeline:
     def _train_stages(self, cell: Cell, method: Any, label: str) -> tuple[StageKey, Path, dict[str, Any], dict[str, str | None]]:
         cfg = self.config
         source = self.plan.sources[cell.source]
-        options = method.options_dict()
         base_inputs = {"model": self.model_key, "source": self._source_key(cell.source)}
-        method_id = {"method": method.name, "version": method.version, "options": options}
+        method_id = {"method": method.name, "version": method.version, "options": method.options_dict()}
+        sampling_id = {**method_id, "options": method.sampling_options_dict()}
         prepared: Path | None = None
         prepare_key: StageKey | None = None
         if method.has_prepare:
-            prepare_cfg = {**method_id, "seed": cell.seed if method.prepare_uses_seed else None}
+            prepare_cfg = {**sampling_id, "seed": cell.seed if method.prepare_uses_seed else None}
             prepare_key = stage_key("prepare", STAGE_VERSIONS["prepare"], prepare_cfg, base_inputs)
             prepared = self._stage(label, prepare_key, lambda out: method.prepare(self._context(cell, None), out))
         ctx = self._context(cell, prepared)
         plan = method.sampling(ctx)
         max_new = cfg.decoding.max_new_tokens or source.max_new_tokens
-        sample_cfg = {**method_id, "plan": asdict(plan), "max_new_tokens": max_new, "stop": list(source.stop), "seed": cell.seed}
+        sample_cfg = {**sampling_id, "plan": asdict(plan), "max_new_tokens": max_new, "stop": list(source.stop), "seed": cell.seed}
         sample_key = stage_key("sample", STAGE_VERSIONS["sample"], sample_cfg, {**base_inputs, "prepare": prepare_key.key if prepare_key else None})
 
         def build_samples(out: Path) -> dict[str, Any]:

@@ -82,12 +82,19 @@ class Method:
     version: ClassVar[int] = 1  # bump when the method's behaviour changes: invalidates its cache
     Options: ClassVar[type] = NoOptions
     paper_defaults: ClassVar[dict[str, Any]] = {}
+    # Options that act only after sampling (curation, the loss mask, evaluation). They stay out
+    # of the prepare and sample cache keys, so a sweep over them reuses the samples.
+    post_sampling_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: Any | None = None) -> None:
         self.options = options if options is not None else self.Options()
 
     def options_dict(self) -> dict[str, Any]:
         return asdict(self.options) if is_dataclass(self.options) else {}
+
+    def sampling_options_dict(self) -> dict[str, Any]:
+        """The options that can change what is prepared or sampled (the rest act later)."""
+        return {k: v for k, v in self.options_dict().items() if k not in self.post_sampling_options}
 
     def validate(self, config: Any, source: Any) -> None:
         """Refuse a (config, training source) pair before any model work; raise UserError."""

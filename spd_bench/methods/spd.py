@@ -51,6 +51,7 @@ class SPD(Method):
     has_prepare = True
     Options = SPDOptions
     paper_defaults = PAPER_DEFAULTS
+    post_sampling_options = frozenset({"loss_on"})
 
     def _check(self) -> None:
         opts = self.options

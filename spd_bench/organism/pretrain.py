@@ -29,9 +29,9 @@ class ModelShape:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Chosen by measurement: 1,200 annealed steps put every in-domain task at 40-70% (docs/organism.md)."""
+    """Chosen by measurement: 1,000 annealed steps put every in-domain task at 40-60% (docs/organism.md)."""
 
-    steps: int = 1200
+    steps: int = 1000
     batch_size: int = 16
     seq_len: int = 256
     lr: float = 3e-3

@@ -8,8 +8,10 @@ from a file instead of a model.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -133,24 +135,28 @@ def _quiet_lm_eval() -> None:
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
 
 
-def _evaluate(lm: Any, config: dict[str, Any], settings: ScoreSettings) -> dict[str, Any]:
-    from lm_eval import simple_evaluate
+def _evaluate(lm: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """lm-eval's ``evaluate`` on one task config, seeded as ``simple_evaluate`` seeds it.
+
+    ``simple_evaluate`` would add run metadata spd-bench does not keep, at a cost paid on every
+    score: torch's environment report (subprocesses, about half a second) and a ``git
+    describe`` that prints "fatal: not a git repository" outside a checkout.
+    """
+    import random
+
+    import numpy as np
+    import torch
+    from lm_eval.evaluator import evaluate
     from lm_eval.tasks import TaskManager
 
     _quiet_lm_eval()
-    manager = TaskManager(include_path=None, include_defaults=False)
-    results = simple_evaluate(
-        model=lm,
-        tasks=[config],
-        task_manager=manager,
-        batch_size=settings.batch_size,
-        log_samples=True,
-        bootstrap_iters=0,
-        random_seed=0,
-        numpy_random_seed=0,
-        torch_random_seed=0,
-        fewshot_random_seed=0,
-    )
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    loaded = TaskManager(include_path=None, include_defaults=False).load([config])
+    for task in loaded["tasks"].values():
+        task.set_fewshot_seed(seed=0)
+    results = evaluate(lm=lm, task_dict=loaded, bootstrap_iters=0, log_samples=True)
     if results is None:
         raise RuntimeError("lm-eval returned no results")
     return results
@@ -179,7 +185,7 @@ class _LMEvalScorer:
     def _run(self, lm: Any, task: Any, items: list[dict[str, Any]], settings: ScoreSettings) -> ScoreOutput:
         docs = _write_docs(items, settings.work_dir)
         config = self.config(task, docs, settings)
-        results = _evaluate(lm, config, settings)
+        results = _evaluate(lm, config)
         name = config["task"]
         raw = _clean(results["results"][name])
         metrics = {
@@ -203,10 +209,8 @@ class _LMEvalScorer:
         raise NotImplementedError
 
     def score_model(self, model: Any, tokenizer: Any, task: Any, items: list[dict[str, Any]], settings: ScoreSettings) -> ScoreOutput:
-        from lm_eval.models.huggingface import HFLM
-
         _quiet_lm_eval()
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size, max_length=_max_length(model))
+        lm = _make_hflm_class()(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size, max_length=_max_length(model))
         return self._run(lm, task, items, settings)
 
     def score_responses(self, task: Any, items: list[dict[str, Any]], responses: dict[str, list[str]], settings: ScoreSettings) -> ScoreOutput:
@@ -270,6 +274,34 @@ def _version() -> str:
     return version("lm_eval")
 
 
+@functools.cache
+def _make_hflm_class() -> type:
+    from lm_eval.models.huggingface import HFLM
+
+    class _HFLM(HFLM):
+        """lm-eval's HF model, with progress bars that obey TQDM_DISABLE.
+
+        lm-eval passes ``disable=`` to its bars explicitly, which tqdm lets win over the
+        environment; the CLI sets TQDM_DISABLE for --quiet and for output that is not a terminal.
+        """
+
+        def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm or _bars_disabled())
+
+        def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+            return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm or _bars_disabled())
+
+        def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+            return super().generate_until(requests, disable_tqdm=disable_tqdm or _bars_disabled())
+
+    return _HFLM
+
+
+def _bars_disabled() -> bool:
+    return os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+
+
+@functools.cache
 def _make_replay_class() -> type:
     from lm_eval.api.model import LM
 
