@@ -21,7 +21,7 @@ class RichReporter(Reporter):
 
     @contextlib.contextmanager
     def progress(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
-        if self.quiet:
+        if self.quiet or not self.console.is_terminal:  # a bar in a log file is only a blank line
             yield lambda n: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

@@ -13,6 +13,7 @@ MISSING = "—"
 @dataclass(frozen=True)
 class CellText:
     value: str  # "45.2"
+    spread: str  # "±1.3": standard deviation over seeds, or "" for a single evaluation
     interval: str  # "[41.0, 49.3]", or "" without an interval
     delta: str  # "+3.1", or "" for the base model
     best: bool
@@ -21,7 +22,7 @@ class CellText:
     details: str = ""  # spread, seeds, interval kind, relative change: for tooltips
 
     def plain(self) -> str:
-        return " ".join(p for p in (self.value, self.interval, self.delta) if p) + (" †" if self.short else "")
+        return " ".join(p for p in (self.value, self.spread, self.interval, self.delta) if p) + (" †" if self.short else "")
 
 
 def _decimals(higher_is_better: bool) -> int:
@@ -42,6 +43,7 @@ def cell_text(table: ModelTable, row: Row, column: Column) -> CellText | None:
     interval = stats.interval
     return CellText(
         value=number(stats.mean, column.scale, d),
+        spread="±" + number(stats.sd, column.scale, d) if stats.sd is not None else "",
         interval=f"[{number(interval.low, column.scale, d)}, {number(interval.high, column.scale, d)}]"
         if interval
         else "",
@@ -71,6 +73,7 @@ def summary_text(table: ModelTable, row: Row, domain: str) -> CellText | None:
         return None
     return CellText(
         value=number(summary.mean, 100.0, 1),
+        spread="",
         interval="",
         delta=number(summary.delta, 100.0, 1, signed=True) if summary.delta is not None else "",
         best=False,

@@ -38,7 +38,7 @@ def _md_cell(text: CellText | None) -> str:
     if text is None:
         return MISSING
     value = f"**{text.value}**" if text.best else text.value
-    return " ".join(p for p in (value, text.interval, text.delta) if p) + (" †" if text.short else "")
+    return " ".join(p for p in (value, text.spread, text.interval, text.delta) if p) + (" †" if text.short else "")
 
 
 def _md_table(table: ModelTable) -> list[str]:
@@ -148,7 +148,8 @@ def _tex_cell(text: CellText | None) -> str:
     if text is None:
         return "---"
     value = rf"\textbf{{{text.value}}}" if text.best else text.value
-    extra = " ".join(p for p in (text.interval, text.delta) if p)
+    spread = text.spread.replace("±", r"$\pm$")
+    extra = " ".join(p for p in (spread, text.interval, text.delta) if p)
     dagger = r"$^\dagger$" if text.short else ""
     if not extra:
         return value + dagger

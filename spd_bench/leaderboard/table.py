@@ -22,7 +22,7 @@ GROUP_EXTERNAL = "external signal"
 DOMAIN_TITLES = {"in": "in-domain", "out": "out-of-domain"}
 
 LEGEND = [
-    "Each cell: mean over seeds, [95% interval], change against base"
+    "Each cell: mean over seeds, ±standard deviation over seeds (where there are several), [95% interval], change against base"
     " (percentage points for accuracies, metric units for ↓ columns).",
     f"Intervals: bootstrap over evaluation items ({N_RESAMPLES} resamples, seed {RNG_SEED}) where per-item"
     " scores exist, otherwise a t-interval over seeds; none for a single evaluation without per-item scores.",

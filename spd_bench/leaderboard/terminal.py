@@ -14,6 +14,8 @@ def _cell(text: CellText | None) -> Text:
     if text is None:
         return Text(MISSING, style="dim")
     out = Text(text.value, style="bold green" if text.best else "")
+    if text.spread:
+        out.append(f" {text.spread}", style="dim")
     if text.short:
         out.append(" †")
     if text.interval:

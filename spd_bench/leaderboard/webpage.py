@@ -26,7 +26,7 @@ table.lb th.sortable:hover { background: #e4e4e4; }
 table.lb th[aria-sort="descending"]::after { content: " \\25BE"; }
 table.lb th[aria-sort="ascending"]::after { content: " \\25B4"; }
 table.lb tr.group th { text-align: left; font-style: italic; background: #fafafa; }
-td .ci, td .delta { color: #666; font-size: 0.8em; }
+td .sd, td .ci, td .delta { color: #666; font-size: 0.8em; }
 td.best .value { font-weight: bold; }
 ul.notes, ul.legend { font-size: 0.85rem; color: #444; }
 """
@@ -64,6 +64,7 @@ def _td(text: CellText | None) -> str:
     if text is None:
         return f'<td data-value="">{MISSING}</td>'
     parts = [f'<span class="value">{html.escape(text.value)}</span>']
+    parts += [f'<span class="sd">{html.escape(text.spread)}</span>'] if text.spread else []
     parts += [f'<span class="ci">{html.escape(text.interval)}</span>'] if text.interval else []
     parts += [f'<span class="delta">{html.escape(text.delta)}</span>'] if text.delta else []
     parts += ["†"] if text.short else []
