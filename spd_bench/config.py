@@ -81,7 +81,9 @@ class RunConfig:
         return stable_hash(payload)
 
 
-_NOT_HASHED = {"output_dir", "cache_dir", "gen_batch_size", "eval_batch_size"}
+# Greedy evaluation does not depend on its batch size (up to floating-point ties); sampling does
+# (each batch draws from its own seeded generator), so gen_batch_size is hashed and keys samples.
+_NOT_HASHED = {"output_dir", "cache_dir", "eval_batch_size"}
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

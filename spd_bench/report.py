@@ -13,6 +13,12 @@ class RichReporter(Reporter):
         self.console = console
         self.quiet = quiet
 
+    def cell(self, index: int, total: int, label: str) -> None:
+        if not self.quiet:
+            from rich.markup import escape
+
+            self.console.print(f"[bold]cell {index}/{total}[/bold] {escape(label)}", highlight=False)
+
     def stage(self, cell: str, stage: str, cached: bool, seconds: float) -> None:
         if self.quiet:
             return

@@ -31,6 +31,8 @@ def test_hash_is_stable_and_ignores_where_files_go():
     b = make_config({"model": "tiny-llama"})
     assert a.hash() == b.hash()
     assert a.hash() != make_config({"model": "tiny-llama", "seeds": [9]}).hash()
+    assert a.hash() == make_config({"model": "tiny-llama", "eval_batch_size": 7}).hash()  # greedy: same numbers
+    assert a.hash() != make_config({"model": "tiny-llama", "gen_batch_size": 7}).hash()  # sampling is seeded per batch
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,16 @@ def test_an_option_that_acts_after_sampling_reuses_the_samples(first_run, tmp_pa
     assert state == {"prepare": "cached", "sample": "cached", "curate": "computed", "train": "computed"}
 
 
+def test_the_sampling_batch_size_is_part_of_the_sample_key(first_run, tmp_path: Path):
+    """Each batch draws from its own seeded generator, so another batch size gives other samples."""
+    _, cache, _ = first_run
+    cmd = [c for c in run_cmd(tmp_path / "results", cache, "--set", "gen_batch_size=3") if c != "--quiet"]
+    cmd[cmd.index("--methods") + 1], cmd[cmd.index("--seeds") + 1] = "raw_sd,spd,spd_random", "1"
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"^\s*sample\s+raw_sd/arith_train/seed1: computed", result.stdout, re.MULTILINE), result.stdout
+
+
 def test_killed_run_resumes_to_identical_results(first_run, tmp_path: Path):
     reference, _, _ = first_run
     out, cache = tmp_path / "results", tmp_path / "cache"

@@ -28,6 +28,9 @@ STAGES = tuple(STAGE_VERSIONS)
 class Reporter:
     """Where the pipeline says what it does; the CLI passes a rich-backed one."""
 
+    def cell(self, index: int, total: int, label: str) -> None:
+        pass
+
     def stage(self, cell: str, stage: str, cached: bool, seconds: float) -> None:
         pass
 
@@ -163,7 +166,7 @@ class Pipeline:
 
     def run_cell(self, cell: Cell) -> None:
         method = self.plan.methods[cell.method]
-        label = cell.method if cell.source is None else f"{cell.method}/{cell.source}/seed{cell.seed}"
+        label = cell_label(cell)
         adapter_key: StageKey | None = None
         adapter: Path | None = None
         budget: dict[str, Any] = {}
@@ -198,7 +201,8 @@ class Pipeline:
         ctx = self._context(cell, prepared)
         plan = method.sampling(ctx)
         max_new = cfg.decoding.max_new_tokens or source.max_new_tokens
-        sample_cfg = {**sampling_id, "plan": asdict(plan), "max_new_tokens": max_new, "stop": list(source.stop), "seed": cell.seed}
+        sample_cfg = {**sampling_id, "plan": asdict(plan), "max_new_tokens": max_new, "stop": list(source.stop),
+                      "seed": cell.seed, "batch_size": cfg.gen_batch_size}
         sample_key = stage_key("sample", STAGE_VERSIONS["sample"], sample_cfg, {**base_inputs, "prepare": prepare_key.key if prepare_key else None})
 
         def build_samples(out: Path) -> dict[str, Any]:
@@ -353,9 +357,14 @@ class Pipeline:
             self.eval_data(task_name)
         for source_name in self.plan.sources:
             self.source_data(source_name)
-        for cell in self.plan.cells:
+        for index, cell in enumerate(self.plan.cells, start=1):
+            self.reporter.cell(index, len(self.plan.cells), cell_label(cell))
             self.run_cell(cell)
         return self.records
+
+
+def cell_label(cell: Cell) -> str:
+    return cell.method if cell.source is None else f"{cell.method}/{cell.source}/seed{cell.seed}"
 
 
 @contextlib.contextmanager
