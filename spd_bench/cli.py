@@ -28,6 +28,9 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from spd_bench.config import RunConfig
+
+    defaults = RunConfig()
     parser = argparse.ArgumentParser(prog="spd-bench", description="Benchmark harness for self-distillation of language models.")
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
                         help="load methods or tasks from a file or module (repeatable)")
@@ -37,9 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run methods on tasks and score every model (default: the CPU organism suite)")
     run.add_argument("--config", help="YAML run config; flags override its fields")
     run.add_argument("--model", help="hub id, local folder, or built-in: organism (default), tiny-llama, tiny-qwen2")
-    run.add_argument("--methods", type=_csv, help="comma list, e.g. base,raw_sd,spd")
-    run.add_argument("--tasks", type=_csv, help="comma list of tasks or groups (see `spd-bench list tasks`)")
-    run.add_argument("--seeds", type=_csv, help="comma list of integer seeds, e.g. 1,2,3")
+    run.add_argument("--methods", type=_csv, help=f"comma list (default {','.join(defaults.methods)})")
+    run.add_argument("--tasks", type=_csv,
+                     help=f"comma list of tasks or groups (default {','.join(defaults.tasks)}; see `spd-bench list tasks`)")
+    run.add_argument("--seeds", type=_csv, help=f"comma list of integer seeds (default {','.join(map(str, defaults.seeds))})")
     run.add_argument("--limit", type=int, help="evaluate on the first N items of each task (recorded)")
     run.add_argument("--n-train", type=int, dest="n_train", help="use the first N training prompts of each source")
     run.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
