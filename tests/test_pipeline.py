@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -74,13 +73,11 @@ def test_projectors_are_shared_across_seeds_but_random_ones_are_not(first_run):
 def test_second_run_is_served_from_cache(first_run):
     out, cache, _ = first_run
     before = records(out)
-    started = time.time()
     result = subprocess.run([c for c in run_cmd(out, cache) if c != "--quiet"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "served from cache: no model work done" in result.stdout
     assert "computed" not in result.stdout
-    assert time.time() - started < 60
     assert records(out) == before
 
 
