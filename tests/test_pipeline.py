@@ -81,25 +81,29 @@ def test_second_run_is_served_from_cache(first_run):
     assert records(out) == before
 
 
-def test_an_option_that_acts_after_sampling_reuses_the_samples(first_run, tmp_path: Path):
-    """spd's loss mask changes fine-tuning only: projectors and samples come from the cache."""
+def rerun_seed1(first_run, out: Path, methods: str, setting: str) -> dict[str, dict[str, str]]:
+    """Seed 1 of ``methods`` again on the first run's cache with one setting changed: cell -> stage -> state."""
     _, cache, _ = first_run
-    cmd = [c for c in run_cmd(tmp_path / "results", cache, "--set", "method_options.spd.loss_on=completion") if c != "--quiet"]
-    cmd[cmd.index("--methods") + 1], cmd[cmd.index("--seeds") + 1] = "spd,spd_random", "1"
+    cmd = [c for c in run_cmd(out, cache, "--set", setting) if c != "--quiet"]
+    cmd[cmd.index("--methods") + 1], cmd[cmd.index("--seeds") + 1] = methods, "1"
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    state = dict(re.findall(r"^\s*(\w+)\s+spd/arith_train/seed1: (cached|computed)", result.stdout, re.MULTILINE))
-    assert state == {"prepare": "cached", "sample": "cached", "curate": "computed", "train": "computed"}
+    states: dict[str, dict[str, str]] = {}
+    for stage, cell, state in re.findall(r"^\s*(\w+)\s+(\S+): (cached|computed)", result.stdout, re.MULTILINE):
+        states.setdefault(cell, {})[stage] = state
+    return states
+
+
+def test_an_option_that_acts_after_sampling_reuses_the_samples(first_run, tmp_path: Path):
+    """spd's loss mask changes fine-tuning only: projectors and samples come from the cache."""
+    states = rerun_seed1(first_run, tmp_path, "spd,spd_random", "method_options.spd.loss_on=completion")
+    assert states["spd/arith_train/seed1"] == {"prepare": "cached", "sample": "cached", "curate": "computed", "train": "computed"}
 
 
 def test_the_sampling_batch_size_is_part_of_the_sample_key(first_run, tmp_path: Path):
     """Each batch draws from its own seeded generator, so another batch size gives other samples."""
-    _, cache, _ = first_run
-    cmd = [c for c in run_cmd(tmp_path / "results", cache, "--set", "gen_batch_size=3") if c != "--quiet"]
-    cmd[cmd.index("--methods") + 1], cmd[cmd.index("--seeds") + 1] = "raw_sd,spd,spd_random", "1"
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert re.search(r"^\s*sample\s+raw_sd/arith_train/seed1: computed", result.stdout, re.MULTILINE), result.stdout
+    states = rerun_seed1(first_run, tmp_path, "raw_sd,spd,spd_random", "gen_batch_size=3")
+    assert states["raw_sd/arith_train/seed1"]["sample"] == "computed"
 
 
 def test_killed_run_resumes_to_identical_results(first_run, tmp_path: Path):
