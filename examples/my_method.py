@@ -2,7 +2,7 @@
 
 Sample k completions per training prompt and fine-tune on the shortest non-empty one: a
 length prior that needs no labels. Run it with
-    spd-bench --plugin examples/my_method.py run --methods base,shortest_of_k
+    spd-bench --plugin examples/my_method.py run --methods base,shortest_of_k --allow-code-execution
 """
 
 from __future__ import annotations

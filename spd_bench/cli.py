@@ -17,29 +17,82 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     result = {}
     for value in values or []:
         key, sep, path = value.partition("=")
         if not sep or not key or not path:
             raise UserError(f"{flag} {value!r}: write it as NAME=PATH, e.g. {flag} gsm8k=./gsm8k_test.jsonl")
-        result[key] = path
+        result[key] = _absolute(path)
     return result
 
 
+# Every argument that names a file or folder; made absolute once, here, so that no later step
+# (a sandboxed worker with another working folder, for one) can read it relative to the wrong place.
+_PATH_ARGS = ("config", "output_dir", "cache_dir", "results", "out", "samples")
+
+
+def _absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
+    for name in _PATH_ARGS:
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            setattr(args, name, _absolute(value))
+    args.plugin = [_absolute(p) if p.endswith(".py") else p for p in args.plugin]
+    return args
+
+
+def _global_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """Options that work before or after the subcommand (``--quiet run`` and ``run --quiet``).
+
+    After the subcommand they land in ``sub_*`` fields, merged by ``_merge_globals``, so that
+    a value given before the subcommand is never overwritten by the subparser's default.
+    """
+    parser.add_argument("--plugin", action="append", default=[], dest=f"{prefix}plugin", metavar="FILE.py|MODULE",
+                        help="load methods or tasks from a file or module (repeatable)")
+    parser.add_argument("--quiet", action="store_true", dest=f"{prefix}quiet",
+                        help="no progress bars; only the result table and errors")
+
+
+def _merge_globals(args: argparse.Namespace) -> argparse.Namespace:
+    args.plugin = [*args.plugin, *getattr(args, "sub_plugin", [])]
+    args.quiet = args.quiet or getattr(args, "sub_quiet", False)
+    return args
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose subcommands also accept the global options."""
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        action = super().add_subparsers(**kwargs)
+        add_parser = action.add_parser
+
+        def add_with_globals(name: str, **options: Any) -> argparse.ArgumentParser:
+            sub = add_parser(name, **options)
+            _global_options(sub, prefix="sub_")
+            return sub
+
+        action.add_parser = add_with_globals
+        return action
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from spd_bench.config import RunConfig
+    from spd_bench.config import DEFAULT_HUB_MODEL, RunConfig
 
     defaults = RunConfig()
-    parser = argparse.ArgumentParser(prog="spd-bench", description="Benchmark harness for self-distillation of language models.")
-    parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
-                        help="load methods or tasks from a file or module (repeatable)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars; only the result table and errors")
+    parser = _Parser(prog="spd-bench", description="Benchmark harness for self-distillation of language models.")
+    _global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run methods on tasks and score every model (default: the CPU organism suite)")
     run.add_argument("--config", help="YAML run config; flags override its fields")
-    run.add_argument("--model", help="hub id, local folder, or built-in: organism (default), tiny-llama, tiny-qwen2")
+    run.add_argument("--model", help="hub id, local folder, or built-in: organism, tiny-llama, tiny-qwen2 (default:"
+                     f" organism for the synthetic suite, {DEFAULT_HUB_MODEL} for any other task)")
+    run.add_argument("--no-rebuild", action="store_true",
+                     help="stop with an error instead of rebuilding a cached stage whose files fail verification")
     run.add_argument("--methods", type=_csv, help=f"comma list (default {','.join(defaults.methods)})")
     run.add_argument("--tasks", type=_csv,
                      help=f"comma list of tasks or groups (default {','.join(defaults.tasks)}; see `spd-bench list tasks`)")
@@ -80,8 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--data", action="append", metavar="NAME=PATH")
     score.add_argument("--allow-code-execution", action="store_true")
 
-    prefetch = sub.add_parser("prefetch", help="fill the cache with task data on a networked machine (for offline GPU nodes)")
-    prefetch.add_argument("--tasks", type=_csv, required=True, help="tasks or groups, e.g. paper or gsm8k,bbh")
+    prefetch = sub.add_parser("prefetch", help="fill the caches with task data and models on a networked machine (for offline GPU nodes)")
+    prefetch.add_argument("--tasks", type=_csv, default=[], help="tasks or groups, e.g. paper or gsm8k,bbh")
+    prefetch.add_argument("--model", action="append", default=[], dest="models", metavar="HUB_ID",
+                          help="also download this hub model into the hub cache (repeatable)")
     prefetch.add_argument("--cache-dir", default=".spd_cache")
 
     organism = sub.add_parser("organism", help="the built-in CPU model")
@@ -92,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace, console: Any) -> int:
-    from spd_bench.config import load_yaml, make_config, parse_set
+    from spd_bench.config import deep_merge, load_yaml, make_config, parse_set
     from spd_bench.engine.pipeline import STAGES as PIPELINE_STAGES
     from spd_bench.engine.plan import make_plan
 
@@ -106,9 +161,7 @@ def _run(args: argparse.Namespace, console: Any) -> int:
     )}
     if args.data:
         flags["data"] = {**yaml_data.get("data", {}), **_pairs(args.data, "--data")}
-    from spd_bench.config import _deep_merge
-
-    config = make_config(_deep_merge(yaml_data, parse_set(args.set)), flags)
+    config = make_config(deep_merge(yaml_data, parse_set(args.set)), flags)
     plan = make_plan(config)
 
     from spd_bench.engine.pipeline import Pipeline
@@ -119,6 +172,8 @@ def _run(args: argparse.Namespace, console: Any) -> int:
     reporter = RichReporter(console, quiet=args.quiet)
     console.print(f"[bold]spd-bench run[/bold]: model {config.model}, {len(plan.cells)} cells, "
                   f"tasks {', '.join(plan.tasks)}, config {config.hash()}")
+    for note in plan.notes:
+        console.print(f"note: {note}", highlight=False)
     pipeline = Pipeline(config, plan, store, reporter)
     records = pipeline.run()
     reporter.summary(pipeline.stage_log)
@@ -204,8 +259,14 @@ def _score(args: argparse.Namespace, console: Any) -> int:
 def _prefetch(args: argparse.Namespace, console: Any) -> int:
     from spd_bench.data.prefetch import prefetch
 
-    report = prefetch(args.tasks, Path(args.cache_dir))
+    if not args.tasks and not args.models:
+        raise UserError("nothing to prefetch; pass --tasks (e.g. --tasks paper) and/or --model HUB_ID")
     failed = 0
+    for model in args.models:
+        from spd_bench.models import download_model
+
+        console.print(f"[bold]{model}[/bold]: in the hub cache at {download_model(model)}", highlight=False)
+    report = prefetch(args.tasks, Path(args.cache_dir)) if args.tasks else {}
     for name, entry in report.items():
         console.print(f"[bold]{name}[/bold]: {entry['status']}", highlight=False)
         for note in entry.get("fetched", []):
@@ -230,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     # are not the user's to act on; keep the run's output readable.
     warnings.filterwarnings("ignore", category=FutureWarning)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _absolute_paths(_merge_globals(parser.parse_args(argv)))
     from rich.console import Console
 
     # Output to a file or pipe (a log, CI) gets room for the leaderboard instead of rich's 80 columns.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spd_bench.errors import UserError
+from spd_bench.prompts import PROMPT_FORMATS
 
 
 @dataclass
@@ -54,16 +55,26 @@ three epochs over a few hundred short examples leave nothing for it to regularis
 """
 
 
+DEFAULT_HUB_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+"""The model a run uses for real tasks when none is given: the SPD paper's smallest."""
+
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+SCHEDULES = ("cosine", "constant")
+
+
 @dataclass
 class RunConfig:
-    model: str = "organism"
+    model: str = "organism"  # when not given: organism for the synthetic suite, DEFAULT_HUB_MODEL otherwise
     device: str = "auto"
     dtype: str = "auto"
     tasks: list[str] = field(default_factory=lambda: ["synth"])
     methods: list[str] = field(default_factory=lambda: ["base", "raw_sd", "spd", "spd_random", "ssd"])
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     limit: int | None = None
-    prompt_format: str | None = None  # None: each task's own; "plain" | "chat" (the model's chat template)
+    # auto: each task's own format, where "auto" means the model's chat template when its tokenizer
+    # has one, plain text otherwise; plain | chat: every task in that format.
+    prompt_format: str = "auto"
     n_train: int | None = None
     gen_batch_size: int = 32
     eval_batch_size: int = 32
@@ -79,6 +90,75 @@ class RunConfig:
         """Stable hash of everything that can change a number (not where files go)."""
         payload = {k: v for k, v in to_dict(self).items() if k not in _NOT_HASHED}
         return stable_hash(payload)
+
+    def validate(self) -> None:
+        """Check every value against its allowed range before any data or model is loaded.
+
+        Checks that need the model's shape (layers, K/V widths) or a method's options live with
+        the method (``Method.validate``); this covers the fields every run has.
+        """
+        import re
+
+        for name in ("methods", "tasks", "seeds"):
+            if not getattr(self, name):
+                raise UserError(f"no {name} given; pass --{name}, e.g. --{name} {','.join(map(str, getattr(RunConfig(), name)))}")
+        if not re.fullmatch(DEVICE_PATTERN, self.device):
+            _bad("device", self.device, "auto, cpu, mps, cuda or cuda:N")
+        _choice("dtype", self.dtype, DTYPES)
+        _choice("prompt_format", self.prompt_format, PROMPT_FORMATS)
+        _at_least("gen_batch_size", self.gen_batch_size, 1)
+        _at_least("eval_batch_size", self.eval_batch_size, 1)
+        if self.limit is not None:
+            _at_least("limit", self.limit, 1, hint="; leave it out to evaluate every item")
+        if self.n_train is not None:
+            _at_least("n_train", self.n_train, 1, hint="; leave it out to train on every prompt")
+        for seed in self.seeds:
+            _at_least("seeds", seed, 0)
+        decoding = self.decoding
+        _in_range("decoding.temperature", decoding.temperature, 0.0, None, "0 (greedy) or more")
+        _in_range("decoding.top_p", decoding.top_p, 0.0, 1.0, "in (0, 1]", low_open=True)
+        _at_least("decoding.top_k", decoding.top_k, 0, hint=" (0 turns top-k off)")
+        if decoding.max_new_tokens is not None:
+            _at_least("decoding.max_new_tokens", decoding.max_new_tokens, 1, hint="; leave it out for each task's default")
+        train = self.train
+        _in_range("train.lr", train.lr, 0.0, None, "a finite number above 0", low_open=True)
+        _in_range("train.weight_decay", train.weight_decay, 0.0, None, "a finite number, 0 or more")
+        _in_range("train.lora_dropout", train.lora_dropout, 0.0, 1.0, "in [0, 1)", high_open=True)
+        _in_range("train.lora_alpha", train.lora_alpha, 0.0, None, "above 0", low_open=True)
+        _in_range("train.warmup_ratio", train.warmup_ratio, 0.0, 1.0, "in [0, 1]")
+        _at_least("train.lora_r", train.lora_r, 1)
+        _at_least("train.epochs", train.epochs, 1)
+        _at_least("train.batch_size", train.batch_size, 1)
+        _at_least("train.max_length", train.max_length, 2)
+        _choice("train.schedule", train.schedule, SCHEDULES)
+        if not train.target_modules:
+            _bad("train.target_modules", train.target_modules, "at least one module name, e.g. q_proj,v_proj")
+
+
+def _bad(field_name: str, value: Any, allowed: str) -> None:
+    raise UserError(f"config field {field_name} = {value!r} is out of range: allowed {allowed}")
+
+
+def _choice(field_name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _bad(field_name, value, "one of " + ", ".join(choices))
+
+
+def _at_least(field_name: str, value: int, low: int, hint: str = "") -> None:
+    if value < low:
+        _bad(field_name, value, f"an integer >= {low}{hint}")
+
+
+def _in_range(field_name: str, value: float, low: float, high: float | None, allowed: str,
+              low_open: bool = False, high_open: bool = False) -> None:
+    """``value`` must be finite and within [low, high] (open at an end where asked)."""
+    import math
+
+    ok = math.isfinite(value) and (value > low if low_open else value >= low)
+    if high is not None:
+        ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        _bad(field_name, value, allowed)
 
 
 # Greedy evaluation does not depend on its batch size (up to floating-point ties); sampling does
@@ -117,7 +197,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise UserError(f"config field {where}: expected a mapping, got {value!r}")
-        return _build(annotation, value, where + ".")
+        return build_dataclass(annotation, value, where + ".")
     if origin is list:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
@@ -158,7 +238,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """A dataclass from a mapping, every field type-checked; unknown fields are refused with a close match."""
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
@@ -172,11 +253,11 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -205,9 +286,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot read config {path}: {exc.strerror}; pass an existing YAML file to --config") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"config {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -219,10 +302,24 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def default_model(tasks: list[str]) -> str:
+    """The organism for the synthetic suite it was built for; the paper's smallest model otherwise."""
+    from spd_bench.tasks import expand_tasks, get_task
+
+    names = expand_tasks(tasks)
+    if names and all("synth" in get_task(name).groups for name in names):
+        return "organism"
+    return DEFAULT_HUB_MODEL
+
+
 def make_config(yaml_data: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Merge defaults <- YAML <- flags, apply the organism preset unless training was set, validate."""
-    data = _deep_merge(yaml_data or {}, {k: v for k, v in (overrides or {}).items() if v is not None})
-    model = data.get("model", RunConfig.model)
-    if model == "organism":
-        data["train"] = _deep_merge(ORGANISM_TRAIN, data.get("train") or {})
-    return _build(RunConfig, data)
+    """Merge defaults <- YAML <- flags, pick the model, apply the organism preset unless training was set, validate."""
+    data = deep_merge(yaml_data or {}, {k: v for k, v in (overrides or {}).items() if v is not None})
+    if data.get("model") is None:
+        tasks = data.get("tasks", RunConfig().tasks)
+        data["model"] = default_model(_coerce(tasks, list[str], "tasks"))
+    if data["model"] == "organism":
+        data["train"] = deep_merge(ORGANISM_TRAIN, data.get("train") or {})
+    config = build_dataclass(RunConfig, data)
+    config.validate()
+    return config

@@ -79,12 +79,61 @@ def resolve_model_path(spec: str, cache_dir: Path) -> tuple[Path, str, str]:
 
         path = tiny_model_dir(cache_dir, spec.split("-", 1)[1])
         return path, "built-in", f"{spec}@{_hash_folder(path)}"
-    local = Path(spec).expanduser()
-    if local.exists() or spec.startswith((".", "/", "~")):
-        if not (local / "config.json").is_file():
-            raise UserError(f"model folder {spec!r} has no config.json; pass a folder saved with save_pretrained or a hub id")
+    local = local_model_folder(spec)
+    if local is not None:
         return local, "local", f"local:{local.name}@{_hash_folder(local)}"
     return _hub_snapshot(spec)
+
+
+def local_model_folder(spec: str) -> Path | None:
+    """The folder ``spec`` names (absolute), None when it names no path; a folder must hold config.json."""
+    local = Path(spec).expanduser()
+    if not (local.exists() or spec.startswith((".", "/", "~"))):
+        return None
+    if not (local / "config.json").is_file():
+        raise UserError(f"model folder {spec!r} has no config.json; pass a folder saved with save_pretrained or a hub id")
+    return local.resolve()
+
+
+# Weights, config, tokenizer (including chat_template.jinja, where recent transformers writes
+# chat templates) and remote code: everything loading needs, nothing else.
+SNAPSHOT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py", "*.jinja"]
+
+
+def _not_available(repo_id: str, reason: str) -> UserError:
+    return UserError(
+        f"model {repo_id} is not available ({reason}); pass --model (a local folder or a cached hub id), or run"
+        f" `spd-bench prefetch --model {repo_id}` on a machine with network"
+    )
+
+
+def hub_description(repo_id: str) -> Path:
+    """A folder with the hub model's config and tokenizer files: the cached snapshot, else a small download.
+
+    Fails at once, with what to do, when the model is neither cached nor reachable.
+    """
+    from huggingface_hub import snapshot_download
+
+    from spd_bench.data.layers import hub_reachable, offline_mode
+    from spd_bench.model_info import DESCRIPTION_FILES
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=DESCRIPTION_FILES, local_files_only=True))
+    except Exception:  # not in the local hub cache: try the hub below
+        pass
+    if offline_mode():
+        raise _not_available(repo_id, "not in the hub cache, and HF_HUB_OFFLINE is set")
+    if not hub_reachable():
+        raise _not_available(repo_id, "not in the hub cache, and the hub cannot be reached")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=DESCRIPTION_FILES))
+    except Exception as exc:  # the hub client raises many kinds; all mean "not reachable/known"
+        raise _not_available(repo_id, f"the hub answered {type(exc).__name__}: check the name") from exc
+
+
+def download_model(repo_id: str) -> Path:
+    """Bring a hub model's snapshot into the hub cache (for ``spd-bench prefetch --model``)."""
+    return _hub_snapshot(repo_id)[0]
 
 
 def _hub_snapshot(repo_id: str) -> tuple[Path, str, str]:
@@ -92,12 +141,7 @@ def _hub_snapshot(repo_id: str) -> tuple[Path, str, str]:
     from huggingface_hub import snapshot_download
 
     try:
-        folder = Path(
-            snapshot_download(
-                repo_id,
-                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py"],
-            )
-        )
+        folder = Path(snapshot_download(repo_id, allow_patterns=SNAPSHOT_PATTERNS))
     except Exception as exc:  # the hub client raises many kinds; all mean "not reachable/known"
         raise UserError(
             f"cannot load model {repo_id!r}: not a local folder, a built-in ({', '.join(BUILTIN_MODELS)}), or a"

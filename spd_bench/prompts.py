@@ -1,4 +1,5 @@
-"""Prompt formats: a task's text as is ("plain"), or wrapped in the model's chat template ("chat").
+"""Prompt formats: a task's text as is ("plain"), or wrapped in the model's chat template ("chat");
+"auto" is chat when the model's tokenizer has a template, plain otherwise.
 
 The rendered prompt replaces the item's prompt before anything else sees it, so sampling,
 fine-tuning, lm-eval and EvalPlus all use exactly the same text.
@@ -10,19 +11,44 @@ from typing import Any
 
 from spd_bench.errors import UserError
 
-PROMPT_FORMATS = ("plain", "chat")
+PROMPT_FORMATS = ("auto", "plain", "chat")
+
+
+def resolve_format(prompt_format: str, has_chat_template: bool, model: str) -> str:
+    """The concrete format (plain or chat) for a model; chat without a template is refused."""
+    if prompt_format not in PROMPT_FORMATS:
+        raise UserError(f"prompt_format {prompt_format!r} is not one of {', '.join(PROMPT_FORMATS)}")
+    if prompt_format == "auto":
+        return "chat" if has_chat_template else "plain"
+    if prompt_format == "chat" and not has_chat_template:
+        raise UserError(f"prompt_format chat needs a chat template, and the tokenizer of {model} has none;"
+                        " use --set prompt_format=plain")
+    return prompt_format
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return bos is not None and tokenizer("x", add_special_tokens=True)["input_ids"][:1] == [bos]
 
 
 def render_items(items: list[dict[str, Any]], tokenizer: Any, prompt_format: str) -> list[dict[str, Any]]:
-    """Items with their prompts in ``prompt_format`` (new dicts; the loaded data stays untouched)."""
+    """Items with their prompts in ``prompt_format`` (new dicts; the loaded data stays untouched).
+
+    Templates that write the BOS token themselves would give a second BOS once the prompt is
+    tokenized with special tokens (as every stage does), so a leading BOS is left to the tokenizer.
+    """
     if prompt_format == "plain":
         return items
     if prompt_format != "chat":
-        raise UserError(f"prompt_format {prompt_format!r} is not one of {', '.join(PROMPT_FORMATS)}")
+        raise UserError(f"prompt_format {prompt_format!r} is not one of plain, chat")
     if not getattr(tokenizer, "chat_template", None):
         raise UserError("prompt_format chat needs a model whose tokenizer has a chat template; use prompt_format plain")
-    return [
-        {**item, "prompt": tokenizer.apply_chat_template(
-            [{"role": "user", "content": item["prompt"]}], tokenize=False, add_generation_prompt=True)}
-        for item in items
-    ]
+    bos_text = tokenizer.bos_token if _adds_bos(tokenizer) else None
+    rendered = []
+    for item in items:
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": item["prompt"]}], tokenize=False, add_generation_prompt=True)
+        if bos_text and prompt.startswith(bos_text):
+            prompt = prompt[len(bos_text):]
+        rendered.append({**item, "prompt": prompt})
+    return rendered

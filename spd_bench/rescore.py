@@ -24,7 +24,11 @@ def read_samples(path: Path, code: bool) -> list[tuple[int, str | int, str]]:
     text_field = "completion" if code else "response"
     keys = ("task_id",) if code else ("doc_id", "task_id")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"samples file {path} is not UTF-8 text (byte {exc.start}); write it as UTF-8 JSON lines") from exc
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -54,17 +58,22 @@ def read_samples(path: Path, code: bool) -> list[tuple[int, str | int, str]]:
 
 
 def collect_responses(rows: list[tuple[int, str | int, str]], items: list[dict[str, Any]], path: Path,
-                      code: bool, limited: bool) -> dict[str, list[str]]:
-    """Item id -> responses; every item needs one (code: one or more), unknown items are errors."""
+                      code: bool, all_ids: list[str] | None = None) -> dict[str, list[str]]:
+    """Item id -> responses; every item needs one (code: one or more), unknown items are errors.
+
+    ``all_ids`` are the whole benchmark's ids when ``items`` is a ``--limit`` prefix: lines for
+    items past the prefix are skipped, lines naming no item of the benchmark are still errors.
+    """
     ids = [str(item["id"]) for item in items]
+    every = all_ids if all_ids is not None else ids
     known = set(ids)
     responses: dict[str, list[str]] = {}
     for number, key, text in rows:
-        item_id = ids[key] if isinstance(key, int) and 0 <= key < len(ids) else key
+        item_id = every[key] if isinstance(key, int) and 0 <= key < len(every) else key
         if item_id not in known:
-            if limited:
+            if item_id in set(every):
                 continue  # an item outside the --limit subset
-            what = f"doc_id {key} is outside 0..{len(ids) - 1}" if isinstance(key, int) else f"task_id {key!r} is not an item"
+            what = f"doc_id {key} is outside 0..{len(every) - 1}" if isinstance(key, int) else f"task_id {key!r} is not an item"
             raise UserError(f"{path}:{number}: {what} of this task; check the task name and --data")
         if item_id in responses and not code:
             raise UserError(f"{path}:{number}: a second response for item {item_id!r}; give one per item")
@@ -88,13 +97,17 @@ def score_samples_file(task: str, samples_path: Path, *, cache_dir: Path, limit:
     code = spec.scorer == "evalplus"
     if code and not allow_code_execution:
         raise UserError(f"task {task} runs the stored code; pass --allow-code-execution (runs sandboxed)")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit {limit}: give a positive number of items, or leave it out to score every item")
     rows = read_samples(Path(samples_path), code)
-    loaded = load_eval(spec, DataContext(cache_dir=Path(cache_dir), paths=dict(data)), limit)
-    responses = collect_responses(rows, loaded.items, Path(samples_path), code, limited=limit is not None)
+    loaded = load_eval(spec, DataContext(cache_dir=Path(cache_dir), paths=dict(data)), None)
+    all_ids = [str(item["id"]) for item in loaded.items]
+    items = loaded.items if limit is None else loaded.items[:limit]
+    responses = collect_responses(rows, items, Path(samples_path), code, all_ids=all_ids)
     settings = ScoreSettings(
         max_new_tokens=spec.max_new_tokens,
         allow_code_execution=allow_code_execution,
         work_dir=Path(cache_dir) / "scratch",
     )
-    output = get_scorer(spec.scorer).score_responses(spec, loaded.items, responses, settings)
+    output = get_scorer(spec.scorer).score_responses(spec, items, responses, settings)
     return output.metrics

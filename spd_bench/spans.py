@@ -133,9 +133,28 @@ def _open_function(prompt: str) -> Range | None:
     return signature
 
 
+def _logical_line_end(text: str, start: int) -> int:
+    """Where the statement that continues from ``start`` ends: past brackets that span lines and
+    backslash continuations, at the newline that ends its logical line (or the end of ``text``)."""
+    import io
+    import tokenize
+
+    rest = text[start:]
+    line_starts = [0, *accumulate(len(line) for line in rest.splitlines(keepends=True))]
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(rest).readline):
+            if token.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
+                row, col = token.start
+                return start + min(line_starts[row - 1] + col, len(rest))
+    except (tokenize.TokenError, SyntaxError):  # unclosed bracket or string: the rest is the expression
+        pass
+    return len(text)
+
+
 def _code_return(prompt: str, answer: str) -> list[Range]:
     offset = len(prompt)
-    returns = [_trimmed(answer, *m.span("expr")) for m in _RETURN.finditer(answer)]
+    returns = [_trimmed(answer, m.start("expr"), _logical_line_end(answer, m.start("expr")))
+               for m in _RETURN.finditer(answer)]
     ranges = [(start + offset, end + offset) for start, end in filter(None, returns)]
     if not ranges:
         return _full(prompt, answer)

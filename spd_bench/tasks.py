@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from spd_bench.errors import UserError
+from spd_bench.prompts import PROMPT_FORMATS
 from spd_bench.registry import Registry, resolve_ref, TASKS
 
 SOURCES: Registry[Any] = Registry("training source", "spd_bench.sources")
@@ -41,7 +42,7 @@ class TaskSpec:
     stop: tuple[str, ...] = ()
     ood: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
-    prompt_format: str = "plain"
+    prompt_format: str = "auto"  # auto (chat when the model has a template) | plain | chat
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,6 +112,8 @@ def parse_definition(data: dict[str, Any], origin: str) -> TaskSpec | SourceSpec
         raise UserError(f"{origin}: kind {spec.kind!r} is not one of {', '.join(KINDS)}")
     if spec.span_rule not in SPAN_RULES:
         raise UserError(f"{origin}: span_rule {spec.span_rule!r} is not one of {', '.join(SPAN_RULES)}")
+    if isinstance(spec, TaskSpec) and spec.prompt_format not in PROMPT_FORMATS:
+        raise UserError(f"{origin}: prompt_format {spec.prompt_format!r} is not one of {', '.join(PROMPT_FORMATS)}")
     return spec
 
 

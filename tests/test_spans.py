@@ -120,6 +120,21 @@ def test_code_helper_functions_and_one_line_returns() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("    return (a +\n            b)\n", "(a +\n            b)"),  # parentheses
+        ("    return [x\n        for x in y]\n", "[x\n        for x in y]"),  # brackets
+        ("    return {1: a,\n            2: b}[k]\n", "{1: a,\n            2: b}[k]"),  # braces
+        ("    return a + \\\n        b\n", "a + \\\n        b"),  # backslash continuation
+        ("    return f(a, (b,\n        c))  # done\n", "f(a, (b,\n        c))  # done"),  # nested, comment kept as before
+        ("    return g(a,\n", "g(a,"),  # unclosed at the end: the rest of the answer
+    ],
+)
+def test_a_return_expression_over_several_lines_is_covered_entirely(answer: str, expected: str) -> None:
+    assert covered("def f(a, b):\n", answer, "code_return") == ["def f(a, b):", expected]
+
+
 def test_code_without_return_falls_back_to_the_answer() -> None:
     answer = "    print(x)\n    return\n"
     assert covered("def f(x):\n", answer, "code_return") == ["print(x)\n    return"]

@@ -95,6 +95,12 @@ def train_lora(
                 labels[row, first : len(tokens)] = torch.tensor(tokens[first:])
             n_loss_tokens += int((labels != -100).sum())
             output = peft_model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+            if not torch.isfinite(output.loss):
+                peft_model.unload()
+                raise UserError(
+                    f"fine-tuning loss is {float(output.loss)} at step {step + 1} of {total}: training diverged;"
+                    " lower train.lr (no adapter or record was written)"
+                )
             output.loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()

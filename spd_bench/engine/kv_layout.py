@@ -36,7 +36,7 @@ LAYOUTS: dict[str, str] = {
     "exaone4": "model.layers.*.self_attn:k_proj,v_proj",
 }
 
-LAYER_CHOICES = ("last_mid", "last", "mid", "all")
+LAYER_CHOICES = ("last_mid", "last_mid_1based", "last", "mid", "all")
 
 
 @dataclass(frozen=True)
@@ -127,12 +127,16 @@ def kv_modules(model: nn.Module) -> list[KVModules]:
 def resolve_layers(spec: str | list[int], n_layers: int) -> list[int]:
     """Turn a layer choice into sorted 0-based indices.
 
-    last_mid (default) is the paper's {floor(L/2), L} in 1-based notation, i.e. {L//2, L-1}.
+    The paper names "a middle and the last layer", {floor(L/2), L} in its 1-based notation, which
+    reads two ways. ``last_mid`` (the default) takes floor(L/2) as a 0-based index: {L//2, L-1}
+    (Qwen2.5-0.5B, L=24: layers 12 and 23). ``last_mid_1based`` converts the 1-based pair
+    literally: {floor(L/2)-1, L-1} (layers 11 and 23). With L=2 ``last_mid`` is the single layer 1.
     A string of comma-separated integers is read as an explicit list (handy on a command line).
     """
     if isinstance(spec, str):
         named = {
             "last_mid": [n_layers // 2, n_layers - 1],
+            "last_mid_1based": [max(n_layers // 2 - 1, 0), n_layers - 1],
             "last": [n_layers - 1],
             "mid": [n_layers // 2],
             "all": list(range(n_layers)),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from spd_bench.config import RunConfig
 from spd_bench.errors import UserError
+from spd_bench.model_info import model_info
+from spd_bench.prompts import resolve_format
 from spd_bench.registry import METHODS
 from spd_bench.store import ensure_writable
 
@@ -24,10 +26,12 @@ class Cell:
 
 @dataclass
 class Plan:
-    tasks: dict[str, Any]  # name -> TaskSpec
+    tasks: dict[str, Any]  # name -> TaskSpec, prompt_format resolved to plain or chat
     sources: dict[str, Any]  # name -> SourceSpec
     methods: dict[str, Any]  # name -> Method instance
     cells: list[Cell]
+    model: Any = None  # spd_bench.model_info.ModelInfo
+    notes: list[str] = field(default_factory=list)  # things the user should know before the run starts
 
 
 def _domains(tasks: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
@@ -53,24 +57,12 @@ def make_plan(config: RunConfig) -> Plan:
     from spd_bench.methods import make_method
     from spd_bench.tasks import expand_tasks, get_source, get_task
 
-    if not config.methods:
-        raise UserError("no methods given; pass --methods, e.g. --methods base,raw_sd")
-    if not config.seeds:
-        raise UserError("no seeds given; pass --seeds, e.g. --seeds 1,2,3")
     for name in config.methods:
         METHODS.check(name)
     unknown_options = sorted(set(config.method_options) - set(config.methods))
     if unknown_options:
         raise UserError(f"method_options for {unknown_options[0]!r}, which is not among --methods; remove it or add the method")
     tasks = {name: get_task(name) for name in expand_tasks(config.tasks)}
-    if config.prompt_format is not None:
-        from dataclasses import replace
-
-        from spd_bench.prompts import PROMPT_FORMATS
-
-        if config.prompt_format not in PROMPT_FORMATS:
-            raise UserError(f"prompt_format {config.prompt_format!r} is not one of {', '.join(PROMPT_FORMATS)}")
-        tasks = {name: replace(spec, prompt_format=config.prompt_format) for name, spec in tasks.items()}
     unknown_data = sorted(set(config.data) - set(tasks) - {s.training_source for s in tasks.values() if s.training_source})
     if unknown_data:
         raise UserError(f"--data names {unknown_data[0]!r}, which is not a requested task or training source")
@@ -90,6 +82,11 @@ def make_plan(config: RunConfig) -> Plan:
     for method in trained:
         for source in sources.values():
             method.validate(config, source)
+    ensure_writable(Path(config.output_dir), "output folder", "--output")
+    ensure_writable(Path(config.cache_dir), "cache folder", "--cache-dir")
+    info = model_info(config.model, Path(config.cache_dir))
+    tasks = {name: replace(spec, prompt_format=_prompt_format(config, spec, info)) for name, spec in tasks.items()}
+    notes = _check_model(config, info, methods)
     cells: list[Cell] = []
     for name, method in methods.items():
         if not method.trains:
@@ -98,6 +95,25 @@ def make_plan(config: RunConfig) -> Plan:
         for source in sources:
             for seed in config.seeds:
                 cells.append(Cell(method=name, source=source, seed=seed, tasks=domains[source]))
-    ensure_writable(Path(config.output_dir), "output folder", "--output")
-    ensure_writable(Path(config.cache_dir), "cache folder", "--cache-dir")
-    return Plan(tasks=tasks, sources=sources, methods=methods, cells=cells)
+    return Plan(tasks=tasks, sources=sources, methods=methods, cells=cells, model=info, notes=notes)
+
+
+def _prompt_format(config: RunConfig, task: Any, info: Any) -> str:
+    """The run's format when set, else the task's own; auto becomes chat or plain by the tokenizer."""
+    wanted = task.prompt_format if config.prompt_format == "auto" else config.prompt_format
+    return resolve_format(wanted, info.chat_template, config.model)
+
+
+def _check_model(config: RunConfig, info: Any, methods: dict[str, Any]) -> list[str]:
+    """Settings that depend on the model's shape: LoRA targets and each method's options."""
+    if any(method.trains for method in methods.values()):
+        missing = [name for name in config.train.target_modules if name not in info.linear_modules]
+        if missing:
+            raise UserError(
+                f"config field train.target_modules names {missing[0]!r}, which {config.model} does not have;"
+                f" its linear modules are {', '.join(sorted(info.linear_modules))}"
+            )
+    notes: list[str] = []
+    for method in methods.values():
+        notes += method.validate_model(info)
+    return notes

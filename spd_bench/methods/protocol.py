@@ -4,6 +4,7 @@ records; a new method is one small class.
 
 Hooks, in the order the engine calls them (all optional):
   validate(config, source)            refuse a bad setting at plan time, before any model work
+  validate_model(info)    -> notes    the same, for settings that depend on the model's shape
   prepare(ctx, out_dir)   -> info     e.g. SPD extracts projectors into out_dir (cached)
   sampling(ctx)           -> SamplingPlan   decoding settings and samples per prompt
   generation_model(ctx)   -> context manager giving the model to sample from (e.g. projected)
@@ -98,6 +99,11 @@ class Method:
 
     def validate(self, config: Any, source: Any) -> None:
         """Refuse a (config, training source) pair before any model work; raise UserError."""
+
+    def validate_model(self, info: Any) -> list[str]:
+        """Refuse options the model's shape rules out (info: spd_bench.model_info.ModelInfo, read
+        from config files, no weights); return notes worth printing before the run starts."""
+        return []
 
     def prepare(self, ctx: MethodContext, out_dir: Path) -> dict[str, Any]:
         return {}

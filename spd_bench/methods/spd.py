@@ -25,12 +25,35 @@ PROJECTORS_FILE = "projectors.safetensors"
 class SPDOptions:
     rank_fraction: float = 0.5
     rank: int | None = None  # overrides rank_fraction when set
-    layers: str | list[int] = "last_mid"  # last_mid | last | mid | all | explicit 0-based list
+    layers: str | list[int] = "last_mid"  # see kv_layout.LAYER_CHOICES, or an explicit 0-based list
     project: str = "both"  # both | k | v
     calibration_loss: str = "aligned"  # aligned (span tokens only) | full (every answer token)
     n_calibration: int = 50
     generation: str = "fold"  # fold (weights edited, any engine) | hooks (forward hooks)
     loss_on: str = "all"  # all (prompt + completion, the paper) | completion
+
+    def check(self, where: str) -> None:
+        """Refuse out-of-range values at plan time (``where`` is e.g. method_options.spd)."""
+        from spd_bench.engine.extract import LOSS_CHOICES, PROJECT_CHOICES
+        from spd_bench.engine.kv_layout import LAYER_CHOICES
+
+        if not 0 < self.rank_fraction <= 1:
+            raise UserError(f"{where}.rank_fraction = {self.rank_fraction!r} is out of range: allowed (0, 1]; the paper uses 0.5")
+        if self.rank is not None and self.rank < 1:
+            raise UserError(f"{where}.rank = {self.rank!r} is out of range: allowed an integer >= 1 (or leave it out)")
+        if self.n_calibration < 1:
+            raise UserError(f"{where}.n_calibration = {self.n_calibration!r} is out of range: allowed an integer >= 1")
+        layers = _layers_spec(self.layers)
+        if isinstance(layers, str) and layers not in LAYER_CHOICES:
+            raise UserError(f"{where}.layers = {layers!r} is not one of {', '.join(LAYER_CHOICES)} or a list of 0-based indices")
+        if isinstance(layers, list) and (not layers or any(index < 0 for index in layers)):
+            raise UserError(f"{where}.layers = {layers!r}: give at least one 0-based layer index (0 or more)")
+        for name, value, choices in (("project", self.project, tuple(PROJECT_CHOICES)),
+                                     ("calibration_loss", self.calibration_loss, LOSS_CHOICES),
+                                     ("generation", self.generation, ("fold", "hooks")),
+                                     ("loss_on", self.loss_on, ("all", "completion"))):
+            if value not in choices:
+                raise UserError(f"{where}.{name} = {value!r} is not one of {', '.join(choices)}")
 
 
 PAPER_DEFAULTS = {
@@ -53,12 +76,28 @@ class SPD(Method):
     paper_defaults = PAPER_DEFAULTS
     post_sampling_options = frozenset({"loss_on"})
 
-    def _check(self) -> None:
-        opts = self.options
-        if opts.generation not in ("fold", "hooks"):
-            raise UserError(f"method_options.{self.name}.generation {opts.generation!r} is not one of fold, hooks")
-        if opts.loss_on not in ("all", "completion"):
-            raise UserError(f"method_options.{self.name}.loss_on {opts.loss_on!r} is not one of all, completion")
+    def validate_model(self, info: Any) -> list[str]:
+        """Check the options against the model's shape (from its config, no weights); return notes."""
+        from spd_bench.engine.extract import resolve_rank
+        from spd_bench.engine.kv_layout import resolve_layers
+
+        if info.kv_error:
+            raise UserError(f"{self.name} cannot run on {info.name}: {info.kv_error}")
+        where = f"method_options.{self.name}"
+        try:
+            layers = resolve_layers(_layers_spec(self.options.layers), info.n_layers)
+        except UserError as exc:
+            raise UserError(f"{where}.layers: {exc}") from None
+        for width in set(info.kv_widths):
+            try:
+                resolve_rank(width, self.options.rank, self.options.rank_fraction)
+            except UserError as exc:
+                raise UserError(f"{where}: {exc}") from None
+        notes = []
+        if self.options.layers in ("last_mid", "last_mid_1based") and len(layers) == 1:
+            notes.append(f"{self.name}: layers {self.options.layers} on a {info.n_layers}-layer model is the single"
+                         f" layer {layers[0]} (the middle and the last layer coincide)")
+        return notes
 
     def calibration_examples(self, ctx: MethodContext) -> list[Any]:
         from spd_bench.spans import encode_example
@@ -93,7 +132,6 @@ class SPD(Method):
         from spd_bench.engine.extract import save_projectors
         from spd_bench.engine.kv_layout import kv_modules, resolve_layers
 
-        self._check()
         model = ctx.model.model
         layers = resolve_layers(_layers_spec(self.options.layers), len(kv_modules(model)))
         projectors = self.build_projectors(ctx, layers)
@@ -115,7 +153,6 @@ class SPD(Method):
                 yield hooked
 
     def train_spec(self, ctx: MethodContext) -> TrainSpec:
-        self._check()
         return TrainSpec(loss_on=self.options.loss_on)
 
 

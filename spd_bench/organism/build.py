@@ -71,6 +71,12 @@ def build_key(cfg: BuildConfig) -> str:
     return stable_hash({"build_version": BUILD_VERSION, "config": asdict(cfg), "sources": _recipe_sources()})
 
 
+def built_organism(cache_dir: Path) -> Path | None:
+    """The default organism's folder when it is built already, else None (nothing is built)."""
+    final = Path(cache_dir) / "models" / f"organism-{build_key(BuildConfig())}"
+    return final if (final / "provenance.json").exists() else None
+
+
 def organism_dir(cache_dir: Path, progress: Callable[[str], None] | None = None) -> Path:
     """The folder of the default organism, built on first use and reused afterwards."""
     return build_organism(cache_dir, progress=progress)

@@ -50,23 +50,31 @@ class PretrainConfig:
 def make_model(shape: ModelShape, tokenizer: Any, seed: int) -> Any:
     """A freshly initialised LlamaForCausalLM sized for ``tokenizer``."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    config = model_config(shape, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def model_config(shape: ModelShape, vocab_size: int, bos_id: int | None = None, eos_id: int | None = None,
+                 pad_id: int | None = None) -> Any:
+    """The organism's LlamaConfig (also what planning reads before the first build)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
         hidden_size=shape.hidden,
         intermediate_size=shape.mlp,
         num_hidden_layers=shape.layers,
         num_attention_heads=shape.heads,
         num_key_value_heads=shape.kv_heads,
         max_position_embeddings=shape.max_positions,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
         tie_word_embeddings=True,
     )
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
 
 
 def packed_rows(tokenizer: Any, cfg: PretrainConfig, seed: int) -> Iterator[list[int]]:
