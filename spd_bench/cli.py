@@ -161,14 +161,15 @@ def _run(args: argparse.Namespace, console: Any) -> int:
     )}
     if args.data:
         flags["data"] = {**yaml_data.get("data", {}), **_pairs(args.data, "--data")}
-    config = make_config(deep_merge(yaml_data, parse_set(args.set)), flags)
+    config = make_config(deep_merge(yaml_data, parse_set(args.set)), flags).with_absolute_paths()
     plan = make_plan(config)
 
     from spd_bench.engine.pipeline import Pipeline
     from spd_bench.report import RichReporter
     from spd_bench.store import ArtifactStore
 
-    store = ArtifactStore(Path(config.cache_dir), use_cache=not args.no_cache, force=set(args.force))
+    store = ArtifactStore(Path(config.cache_dir), use_cache=not args.no_cache, force=set(args.force),
+                          rebuild=not args.no_rebuild)
     reporter = RichReporter(console, quiet=args.quiet)
     console.print(f"[bold]spd-bench run[/bold]: model {config.model}, {len(plan.cells)} cells, "
                   f"tasks {', '.join(plan.tasks)}, config {config.hash()}")

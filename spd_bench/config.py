@@ -91,6 +91,17 @@ class RunConfig:
         payload = {k: v for k, v in to_dict(self).items() if k not in _NOT_HASHED}
         return stable_hash(payload)
 
+    def with_absolute_paths(self) -> "RunConfig":
+        """The same config with its folders and data files as absolute paths (relative: to the
+        current folder), so that no later step reads them relative to another working folder."""
+        import os
+
+        def absolute(path: str) -> str:
+            return os.path.abspath(os.path.expanduser(path))
+
+        return dataclasses.replace(self, output_dir=absolute(self.output_dir), cache_dir=absolute(self.cache_dir),
+                                   data={name: absolute(path) for name, path in self.data.items()})
+
     def validate(self) -> None:
         """Check every value against its allowed range before any data or model is loaded.
 

@@ -15,3 +15,20 @@ def test_committed_markdown_and_csv_match_a_rebuild(tmp_path: Path):
     for name in ("leaderboard.md", "leaderboard.csv"):
         assert (tmp_path / name).read_text() == (results / name).read_text(), f"results/{name} is stale: run `spd-bench leaderboard`"
     assert board.tables
+
+
+def test_committed_png_decodes_to_the_rebuilt_chart(tmp_path: Path):
+    """The committed chart is a real image: it decodes, has the rebuilt chart's size, and shows bars."""
+    import numpy as np
+    from matplotlib.image import imread
+
+    build_leaderboard(REPO / "results", tmp_path, ["png"])
+    committed = imread(REPO / "results" / "leaderboard.png")
+    rebuilt = imread(tmp_path / "leaderboard.png")
+    assert committed.shape == rebuilt.shape and committed.shape[0] > 200 and committed.shape[1] > 400
+    rgb = committed[..., :3]
+    not_white = (rgb < 0.95).any(axis=-1).mean()
+    assert 0.01 < not_white < 0.9, f"{not_white:.1%} of the pixels are drawn"
+    colours = {tuple(pixel) for pixel in (rgb.reshape(-1, 3) * 255).round().astype(int)[::97]}
+    assert len(colours) > 5  # axes, text and several bar colours, not one flat fill
+    assert np.abs(committed - rebuilt).mean() < 0.01, "results/leaderboard.png is stale: run `spd-bench leaderboard`"

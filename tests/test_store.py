@@ -1,4 +1,9 @@
+import hashlib
+import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,10 +76,171 @@ def test_atomic_write_replaces_whole_file(tmp_path: Path):
     atomic_write_text(target, "new")
     assert target.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
-    os.chmod(tmp_path, 0o500)
-    try:
-        if os.geteuid() != 0:
-            with pytest.raises(OSError):
-                atomic_write_text(target, "x")
-    finally:
-        os.chmod(tmp_path, 0o700)
+
+
+@pytest.mark.parametrize("where", ["under a regular file", "/proc/self", "over a folder"])
+def test_a_write_that_cannot_land_raises_and_leaves_no_temporary_file(tmp_path: Path, where: str):
+    """Places that refuse a file to every user, root included (CI runs as root, where chmod refuses nothing)."""
+    (tmp_path / "file").write_text("kept")
+    (tmp_path / "folder" / "inside").mkdir(parents=True)
+    target = {"under a regular file": tmp_path / "file" / "a.json",  # ENOTDIR
+              "/proc/self": Path("/proc/self/spd-bench-probe.json"),  # procfs takes no new files
+              "over a folder": tmp_path / "folder"}[where]  # the temporary file is written, the rename fails
+    with pytest.raises(OSError):
+        atomic_write_text(target, "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]
+    assert (tmp_path / "file").read_text() == "kept" and [p.name for p in (tmp_path / "folder").iterdir()] == ["inside"]
+
+
+# ---- integrity: a cached stage is reused only when it is what its manifest says ----------------
+KEY = stage_key("sample", 1, {"x": 1})
+
+
+def build_two_files(out: Path) -> dict:
+    (out / "rows.jsonl").write_text('{"a": 1}\n{"a": 2}\n{"a": 3}\n{"a": 4}\n')
+    (out / "nested").mkdir()
+    (out / "nested" / "weights.bin").write_bytes(bytes(range(256)))
+    return {"n": 4}
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> tuple[Path, Path]:
+    """A cache holding KEY, and the stage's folder."""
+    path, _ = ArtifactStore(tmp_path).get_or_build(KEY, build_two_files)
+    return tmp_path, path
+
+
+def reopen(cache: Path, **options) -> tuple[ArtifactStore, list[str]]:
+    """A fresh store on ``cache`` (a new run), with the notices it gives."""
+    notices: list[str] = []
+    return ArtifactStore(cache, notice=notices.append, **options), notices
+
+
+def test_manifest_records_size_and_hash_of_every_file(built):
+    _, path = built
+    files = json.loads((path / "manifest.json").read_text())["files"]
+    assert set(files) == {"rows.jsonl", "nested/weights.bin"}
+    assert files["nested/weights.bin"]["size"] == 256
+    assert files["nested/weights.bin"]["sha256"] == "40aff2e9d2d8922e47afd4648e6967497158785fbd1da870e7110266bf944880"
+
+
+def overwrite_same_size(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+CORRUPTIONS = {
+    "a file deleted": (lambda p: (p / "rows.jsonl").unlink(), "rows.jsonl is missing"),
+    "truncated at a line boundary": (
+        lambda p: (p / "rows.jsonl").write_text('{"a": 1}\n'), "rows.jsonl changed size (9 bytes, 36 when written)"),
+    "same size, other bytes": (lambda p: overwrite_same_size(p / "nested" / "weights.bin"), "nested/weights.bin changed content (sha256 differs from the one recorded)"),
+    "manifest not JSON": (lambda p: (p / "manifest.json").write_text("{garbage"), "manifest.json is not valid JSON"),
+    "manifest without files": (lambda p: (p / "manifest.json").write_text('{"key": "x", "info": {}}'), "manifest.json lists no files"),
+    "manifest deleted": (lambda p: (p / "manifest.json").unlink(), "manifest.json is missing"),
+}
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
+def test_a_corrupt_stage_is_rebuilt_with_a_one_line_notice(built, corruption: str):
+    cache, path = built
+    corrupt, problem = CORRUPTIONS[corruption]
+    corrupt(path)
+    store, notices = reopen(cache)
+    result, cached = store.get_or_build(KEY, build_two_files)
+    assert not cached and result == path
+    assert notices == [f"stage sample/{KEY.key}: {problem}; rebuilding"]
+    assert (path / "rows.jsonl").read_text().count("\n") == 4 and store.manifest(KEY)["info"] == {"n": 4}
+    _, cached = reopen(cache)[0].get_or_build(KEY, build_two_files)
+    assert cached  # the rebuilt stage verifies
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
+def test_without_rebuild_a_corrupt_stage_stops_with_one_line(built, corruption: str):
+    cache, path = built
+    corrupt, problem = CORRUPTIONS[corruption]
+    corrupt(path)
+    store, notices = reopen(cache, rebuild=False)
+    with pytest.raises(UserError) as caught:
+        store.get_or_build(KEY, lambda out: pytest.fail("rebuilt despite rebuild=False"))
+    message = str(caught.value)
+    assert "\n" not in message and not notices
+    assert message.startswith(f"stage sample/{KEY.key}: {problem}; ")
+    assert "--no-rebuild" in message and str(path) in message
+
+
+def test_garbage_whose_hash_matches_is_still_caught_by_parsing(built):
+    """A manifest rewritten to match garbage (say, by a faulty builder) still does not reach a reader."""
+    cache, path = built
+    garbage = b'{"a": 1}\n{"a": \n'
+    (path / "rows.jsonl").write_bytes(garbage)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"]["rows.jsonl"] = {"size": len(garbage), "sha256": hashlib.sha256(garbage).hexdigest()}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    store, notices = reopen(cache)
+    _, cached = store.get_or_build(KEY, build_two_files)
+    assert not cached and len(notices) == 1 and "rows.jsonl is unreadable (JSONDecodeError" in notices[0]
+
+
+def test_manifest_outside_a_build_is_verified_too(built):
+    cache, path = built
+    (path / "rows.jsonl").unlink()
+    with pytest.raises(UserError, match="rows.jsonl is missing"):
+        reopen(cache)[0].manifest(KEY)
+
+
+# ---- leftovers of killed builds -----------------------------------------------------------------
+KILLED_BUILD = """
+import os, signal, sys
+from pathlib import Path
+from spd_bench.store import ArtifactStore, atomic_write_text, stage_key
+
+def build(out):
+    atomic_write_text(out / "done.jsonl", "{}\\n")
+    (out / "half.bin").write_bytes(b"partial")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+ArtifactStore(Path(sys.argv[1])).get_or_build(stage_key("train", 1, {"n": int(sys.argv[2])}), build)
+"""
+
+
+def killed_build(cache: Path, n: int) -> Path:
+    """The temporary folder a build killed mid-way leaves (its process is gone, its lock with it)."""
+    before = set((cache / "train").glob(".*")) if (cache / "train").exists() else set()
+    result = subprocess.run([sys.executable, "-c", KILLED_BUILD, str(cache), str(n)], capture_output=True, text=True)
+    assert result.returncode == -9, result.stderr
+    (left,) = set((cache / "train").glob(".*.tmp-*")) - before
+    return left
+
+
+def backdate(path: Path) -> None:
+    hour_ago = time.time() - 3600
+    os.utime(path, (hour_ago, hour_ago))
+
+
+def test_leftovers_older_than_this_process_are_removed_younger_ones_kept(tmp_path: Path):
+    old, fresh = killed_build(tmp_path, 1), killed_build(tmp_path, 2)
+    backdate(old)
+    stage = ArtifactStore(tmp_path).get_or_build(stage_key("train", 1, {"n": 3}), build_two_files)[0]
+    write_tmp_old, write_tmp_fresh = stage / ".rows.jsonl.k3x9a0q1.tmp", stage.parent / ".manifest.json.zz81bq2m.tmp"
+    for leftover in (write_tmp_old, write_tmp_fresh):
+        leftover.write_text("half")
+    backdate(write_tmp_old)
+    ArtifactStore(tmp_path)
+    assert not old.exists() and not write_tmp_old.exists()
+    assert fresh.exists() and write_tmp_fresh.exists()  # may be another process's build in flight
+    assert (fresh / "half.bin").read_bytes() == b"partial"
+    assert (stage / "rows.jsonl").exists()
+
+
+def test_an_old_folder_whose_build_is_alive_is_kept(tmp_path: Path):
+    """A build that started before this process and still runs holds its folder's lock."""
+    seen = []
+
+    def build(out: Path) -> None:
+        backdate(out)
+        ArtifactStore(tmp_path)  # a second run opening the same cache mid-build
+        seen.append(out.exists())
+
+    ArtifactStore(tmp_path).get_or_build(stage_key("train", 1, {}), build)
+    assert seen == [True]

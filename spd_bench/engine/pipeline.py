@@ -186,7 +186,7 @@ class Pipeline:
             )
         return self._source_keys[name]
 
-    def _train_stages(self, cell: Cell, method: Any, label: str) -> tuple[StageKey, Path, dict[str, Any], dict[str, str | None]]:
+    def _train_stages(self, cell: Cell, method: Any, label: str) -> tuple[StageKey, Path | None, dict[str, Any], dict[str, str | None]]:
         cfg = self.config
         source = self.plan.sources[cell.source]
         base_inputs = {"model": self.model_key, "source": self._source_key(cell.source)}
@@ -257,8 +257,11 @@ class Pipeline:
                 )
             return info
 
-        adapter = self._stage(label, train_key, build_adapter)
+        adapter_dir = self._stage(label, train_key, build_adapter)
         info = self.store.manifest(train_key)["info"]
+        # Whether anything was trained is recorded, never guessed from which files exist: a trained
+        # stage missing its adapter fails the store's verification and is rebuilt instead.
+        adapter = None if info.get("empty_corpus") else adapter_dir
         curate_info = self.store.manifest(curate_key)["info"]
         budget = {
             "n_examples": info["n_examples"], "n_tokens": info["n_tokens"], "epochs": info["epochs"],
@@ -369,12 +372,8 @@ def cell_label(cell: Cell) -> str:
 
 @contextlib.contextmanager
 def _with_adapter(model: Any, adapter: Path | None) -> Iterator[Any]:
-    """The base model, or the base model with a saved LoRA adapter attached (removed after).
-
-    An adapter folder without adapter_config.json comes from an empty curated corpus: nothing
-    was trained, so the base model is scored.
-    """
-    if adapter is None or not (adapter / "adapter_config.json").exists():
+    """The base model (``adapter`` None: nothing was trained), or it with a saved LoRA adapter attached (removed after)."""
+    if adapter is None:
         yield model
         return
     from peft import PeftModel
