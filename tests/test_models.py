@@ -67,3 +67,32 @@ def test_hub_id_loads_through_the_hub_client_from_a_local_hub_cache(model_cache:
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"acme/tiny-llama@{commit} hub" in result.stdout
     assert "ERR cannot load model 'acme/not-there'" in result.stdout
+
+
+def test_a_cached_hub_model_is_planned_and_prefetched_offline(model_cache: Path, tmp_path: Path):
+    """Plan-time model info and `prefetch --model` go through the hub client's cache, offline."""
+    source = load_model("tiny-llama", model_cache).path
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    repo = tmp_path / "hub" / "models--acme--tiny-chat"
+    shutil.copytree(source, repo / "snapshots" / commit)
+    (repo / "snapshots" / commit / "chat_template.jinja").write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = (
+        "from pathlib import Path\n"
+        "from spd_bench.model_info import model_info\n"
+        f"info = model_info('acme/tiny-chat', Path({str(tmp_path)!r}))\n"
+        "print(info.n_layers, info.kv_widths, info.chat_template, sorted(info.linear_modules)[:2])\n"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[0] == "2 (32, 32) True ['down_proj', 'gate_proj']"
+    spd_bench = str(Path(sys.executable).parent / "spd-bench")
+    fetched = subprocess.run([spd_bench, "prefetch", "--model", "acme/tiny-chat"], capture_output=True, text=True,
+                             env=env, timeout=120, cwd=tmp_path)
+    assert fetched.returncode == 0, fetched.stderr[-2000:]
+    assert f"in the hub cache at {repo / 'snapshots' / commit}" in " ".join(fetched.stdout.split())
+    missing = subprocess.run([spd_bench, "prefetch", "--model", "acme/not-there"], capture_output=True, text=True,
+                             env=env, timeout=120, cwd=tmp_path)
+    assert missing.returncode == 2 and "acme/not-there" in missing.stderr
