@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create the environment in .venv/ (inside the checkout) if it is missing or pyproject.toml changed.
 # torch is pinned to 2.13.0 in pyproject.toml, so pip takes the CPU build on machines without CUDA.
+# Also install Debian's bubblewrap, which isolates sandboxed code (docs/sandbox.md), where it is
+# missing and this is root with apt-get; elsewhere the sandbox falls back and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
@@ -11,4 +13,9 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q -e ".[test]"
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing Debian's bubblewrap for the code sandbox" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) \
+    || echo "could not install bubblewrap: sandboxed code runs under the fallback (docs/sandbox.md)" >&2
 fi

@@ -1,36 +1,40 @@
-"""Run untrusted code (model-written programs) in a child process that cannot harm the harness.
+"""Run untrusted code (model-written programs) in child processes that cannot harm the harness.
 
-Each run gets a fresh folder that is its working directory and holds HOME, and a fresh TMPDIR
-under the system's temporary folder (short, because Unix socket paths, which Python's
-multiprocessing puts in TMPDIR, may not exceed 107 bytes). The child runs in its own session
-and process group under memory (RLIMIT_AS, RLIMIT_DATA), CPU, file-size and core-dump limits.
-Where the kernel has Landlock (Linux 5.13+) the child may create, write, truncate or delete
-files only inside those two folders (plus /dev/null and /dev/shm, which multiprocessing
-needs), may not open TCP connections (Landlock ABI 4+), and may not signal processes outside
-the run (ABI 6+). At the wall-clock limit, and also after a normal exit, every process left
-in the run's session or process group is killed with SIGKILL, so nothing outlives a run.
+Where bubblewrap (``bwrap``) is installed and can start its namespaces (checked once per
+process), each run gets new user, PID, mount, network, IPC and UTS namespaces and runs as
+uid/gid 65534 without capabilities. It sees the host read-only and only what an interpreter
+needs (/usr, /lib*, a few files of /etc, Python's installation and environment, the caller's
+``workdir``, the files named in argv); its run folder is the only writable host folder; /tmp
+and /dev/shm are its own, size-limited; its network is an empty namespace with loopback only;
+/proc shows its own processes; its environment holds only what ``_environment`` sets. Every
+process of the run lives in its PID namespace, so killing the namespace's first process ends
+them all, ``setsid`` grandchildren included: when the main process exits, at the time limit,
+when the harness is interrupted, and (``--die-with-parent``) when the harness dies.
 
-Limits that remain: a process that starts a new session of its own (``setsid``) and forks
-away escapes the group kill (Landlock and RLIMIT_CPU still bind it); root ignores
-RLIMIT_NPROC, so only the wall clock bounds how many processes a run starts; and without
-Landlock (other kernels) files outside the folder are not protected.
+Without bubblewrap, runs fall back to their own session and process group, Landlock (Linux
+5.13+: writes only inside the run's folders, no TCP, no signals outside) and the same rlimits;
+:func:`isolation` says which is in use, and docs/sandbox.md lists what each one blocks.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import math
 import os
 import resource
+import select
 import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -41,13 +45,23 @@ from spd_bench.errors import UserError
 log = logging.getLogger(__name__)
 
 FILE_SIZE_LIMIT_BYTES = 256 * 2**20  # largest file a run may write
+TMPFS_SIZE_BYTES = 256 * 2**20  # size of a bubblewrap run's private /tmp, and of its /dev/shm
 PROCESS_ALLOWANCE = 256  # processes a non-root run may add to its user's count
+SANDBOX_UID = 65534  # "nobody": the uid and gid a run has inside bubblewrap
 _GRACE_S = 1.0  # how long to keep reading pipes once every process of the run is dead
+_REAP_S = 10.0  # how long to wait for a killed PID namespace to disappear before warning
+_INSTALL_HINT = "apt-get install bubblewrap"
+
+# What a bubblewrap run sees of the host, read-only, besides Python's folders and the workdir.
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf",
+                "hosts", "alternatives")
 
 # Landlock ABI (linux/landlock.h); syscall numbers are the same on every architecture.
 _SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446
 _CREATE_RULESET_VERSION = 1
 _RULE_PATH_BENEATH = 1
+_PR_SET_PDEATHSIG = 1
 _PR_SET_NO_NEW_PRIVS = 38
 _FS_WRITE_FILE = 1 << 1
 _FS_DIR_WRITES = sum(1 << bit for bit in range(4, 13))  # remove/make dir, file, char, sock, fifo, block, symlink
@@ -68,9 +82,10 @@ class SandboxResult:
     stderr: str
     truncated: bool  # stdout or stderr was longer than max_output_bytes and was cut in the middle
     duration_s: float
-    pid: int  # the main process; also the id of the run's session and process group
-    confined: bool  # writes outside the run folder, TCP and outside signals were blocked (Landlock)
+    pid: int  # the process the harness started: bwrap, or (fallback) the command, its session and group id
+    confined: bool  # the host's files were protected from writes (bubblewrap, or Landlock in the fallback)
     run_dir: Path | None = None  # the run folder, when the caller asked to keep it
+    isolation: str = ""  # which isolation the run had: the text of isolation()
 
 
 class _Capture:
@@ -106,6 +121,229 @@ class _Capture:
             + f"\n[... {cut} bytes cut ...]\n"
             + self.tail.decode("utf-8", errors="replace")
         )
+
+
+# ---------------------------------------------------------------- which isolation
+
+
+@dataclass(frozen=True)
+class _Isolation:
+    """The mechanism runs get: a working bwrap, or the fallback when ``bwrap`` is None."""
+
+    text: str
+    bwrap: str | None = None
+
+
+def isolation() -> str:
+    """Which isolation runs get here, in one line; every ``SandboxResult.isolation`` repeats it."""
+    return _isolation().text
+
+
+@lru_cache(maxsize=1)
+def _isolation() -> _Isolation:
+    """Use bwrap if it starts a sandbox here (checked once per process); otherwise fall back and say so."""
+    path = _find_bwrap()
+    if path is None:
+        return _fallback(f"bubblewrap not found: {_INSTALL_HINT}")
+    version, error = _probe_bwrap(path)
+    if error:
+        return _fallback(f"{version or path} cannot start a sandbox here: {error}")
+    return _Isolation(
+        f"{version}: user,pid,mount,net,ipc,uts namespaces, uid {SANDBOX_UID} without capabilities,"
+        " read-only host, rlimits",
+        path,
+    )
+
+
+def _find_bwrap() -> str | None:
+    return shutil.which("bwrap") or shutil.which("bwrap", path="/usr/bin:/bin")
+
+
+def _probe_bwrap(path: str) -> tuple[str, str]:
+    """(version, error) after starting ``python -c pass`` the way runs start; error is '' when it worked."""
+    try:
+        version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+        with tempfile.TemporaryDirectory(prefix="sandbox-probe-") as folder:
+            run_dir = Path(folder).resolve()
+            probe = subprocess.run(
+                [path, *_bwrap_options(run_dir, [run_dir]), "--", sys.executable, "-I", "-c", "pass"],
+                capture_output=True, text=True, timeout=30, env=_environment(run_dir, Path("/tmp"), None),
+            )
+    except (OSError, subprocess.SubprocessError) as error:
+        return "", str(error)
+    if probe.returncode != 0:
+        lines = probe.stderr.strip().splitlines()
+        return version, lines[-1] if lines else f"exit status {probe.returncode}"
+    return version, ""
+
+
+def _fallback(reason: str) -> _Isolation:
+    abi = landlock_abi()
+    mechanism = f"landlock ABI {abi} + rlimits" if abi else "rlimits only, no Landlock"
+    text = f"fallback: {mechanism} ({reason})"
+    log.warning("sandbox: %s; docs/sandbox.md lists what this leaves open", text)
+    return _Isolation(text)
+
+
+# ---------------------------------------------------------------- bubblewrap
+
+
+def _bwrap_options(run_dir: Path, readable: list[Path]) -> list[str]:
+    """bwrap's options for one run, mounts in order: later mounts go over earlier ones."""
+    private_tmpfs = ["--perms", "1777", "--size", str(TMPFS_SIZE_BYTES), "--tmpfs"]
+    options = [
+        "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+        "--disable-userns", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL",
+        "--hostname", "sandbox", "--die-with-parent", "--new-session",
+        "--proc", "/proc", "--dev", "/dev", *private_tmpfs, "/tmp", *private_tmpfs, "/dev/shm",
+        *_system_mounts(),
+    ]
+    for path in readable:
+        options += ["--ro-bind", str(path), str(path)]
+    return [*options, "--bind", str(run_dir), str(run_dir), "--chdir", str(run_dir)]
+
+
+@lru_cache(maxsize=1)
+def _system_mounts() -> tuple[str, ...]:
+    """What an interpreter needs of the host, read-only: system folders, a few /etc entries, Python."""
+    options: list[str] = []
+    for folder in _SYSTEM_DIRS:
+        if os.path.islink(folder):
+            options += ["--symlink", os.readlink(folder), folder]
+        elif os.path.isdir(folder):
+            options += ["--ro-bind", folder, folder]
+    for name in _ETC_ENTRIES:
+        path = os.path.join("/etc", name)
+        if os.path.exists(path):
+            options += ["--ro-bind", path, path]
+    for root in _python_roots():
+        options += ["--ro-bind", root, root]
+    return tuple(options)
+
+
+@lru_cache(maxsize=1)
+def _python_roots() -> tuple[str, ...]:
+    """Python's installation and its environment (a venv with its site-packages), unless under /usr."""
+    roots: list[str] = []
+    for prefix in (sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix):
+        for path in (os.path.abspath(prefix), os.path.realpath(prefix)):
+            if os.path.isdir(path) and not _under(path, [*_SYSTEM_DIRS, *roots]):
+                roots.append(path)
+    return tuple(roots)
+
+
+def _under(path: str, roots: Sequence[str]) -> bool:
+    return any(os.path.commonpath([path, root]) == root for root in roots)
+
+
+def _readable(workdir: Path, argv: Sequence[str], extra: Sequence[Path]) -> list[Path]:
+    """Host paths a bubblewrap run may read: the workdir, files named in argv (the script), ``extra``."""
+    paths = [workdir]
+    covered = [*_SYSTEM_DIRS, *_python_roots(), str(workdir)]
+    for arg in argv:
+        if os.path.isabs(arg) and os.path.isfile(arg) and not _under(os.path.abspath(arg), covered):
+            paths.append(Path(os.path.abspath(arg)))
+    for path in extra:
+        if not os.path.exists(path):
+            raise UserError(f"sandbox: readable path {path} does not exist")
+        paths.append(Path(os.path.abspath(path)))
+    return paths
+
+
+class _NamespaceRun:
+    """A run in bwrap's PID namespace; killing the namespace's first process (init) ends every process in it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], init: int | None) -> None:
+        self.proc = proc
+        self.init = init  # pidfd of the namespace's init; None when bwrap failed before starting it
+
+    def kill(self) -> None:
+        """Signals only, so it is safe in a signal handler."""
+        if self.init is not None:
+            try:
+                signal.pidfd_send_signal(self.init, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        elif self.proc.returncode is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+
+    def reap(self) -> None:
+        """Kill, then wait until bwrap and every process of the namespace are gone."""
+        self.kill()
+        self.proc.wait()
+        if self.init is None:
+            return
+        if not select.select([self.init], [], [], _REAP_S)[0]:
+            log.warning("sandbox: the PID namespace of run %d outlived SIGKILL for %.0f s", self.proc.pid, _REAP_S)
+        try:  # bwrap exits without reaping init; where the harness inherits it (PID 1 in a container), reap it
+            os.waitid(os.P_PIDFD, self.init, os.WEXITED | os.WNOHANG)
+        except (OSError, AttributeError):  # not our child, or no P_PIDFD (Linux < 5.4)
+            pass
+        os.close(self.init)
+        self.init = None
+
+    @property
+    def returncode(self) -> int:
+        """bwrap reports death by signal N as status 128+N: turn it back into -N."""
+        code = self.proc.returncode
+        return 128 - code if 128 < code < 128 + signal.NSIG else code
+
+
+def _start_namespace(bwrap: str, argv: list[str], run_dir: Path, readable: list[Path],
+                     popen: dict[str, object]) -> _NamespaceRun:
+    """Start bwrap, hold its command until the namespace's init is pinned by a pidfd, then let it go."""
+    info_r, info_w = os.pipe()
+    block_r, block_w = os.pipe()
+    command = [bwrap, *_bwrap_options(run_dir, readable), "--info-fd", str(info_w), "--block-fd", str(block_r),
+               "--", *argv]
+    try:
+        proc = subprocess.Popen(command, pass_fds=(info_w, block_r), **popen)  # type: ignore[call-overload]
+    except BaseException:
+        for fd in (info_r, block_w):
+            os.close(fd)
+        raise
+    finally:
+        os.close(info_w)
+        os.close(block_r)
+    run = _NamespaceRun(proc, None)
+    try:
+        info = _read_all(info_r)
+        run.init = _pidfd_of_init(info)
+        if info:
+            try:
+                os.write(block_w, b"go")
+            except BrokenPipeError:
+                pass  # bwrap died during set-up; its stderr says why
+    except BaseException:
+        run.reap()
+        raise
+    finally:
+        os.close(info_r)
+        os.close(block_w)
+    return run
+
+
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    return data
+
+
+def _pidfd_of_init(info: bytes) -> int | None:
+    """A pidfd for the namespace's init, from bwrap's --info-fd JSON; None if bwrap failed first.
+
+    Without one (Linux < 5.3), killing bwrap still ends the namespace, through --die-with-parent.
+    """
+    if not info:
+        return None
+    try:
+        return os.pidfd_open(int(json.loads(info)["child-pid"]))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+# ---------------------------------------------------------------- fallback: process group + Landlock
 
 
 @lru_cache(maxsize=1)
@@ -161,80 +399,6 @@ def _landlock_ruleset(writable_dirs: list[Path], abi: int) -> int:
     return ruleset
 
 
-def _user_process_count() -> int:
-    """Processes owned by this user now (RLIMIT_NPROC counts them all, not just this run's)."""
-    uid, count = os.getuid(), 0
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                count += entry.stat().st_uid == uid
-            except OSError:
-                pass
-    return count
-
-
-def _limit(kind: int, soft: int, hard: int) -> tuple[int, int, int]:
-    """(kind, soft, hard) lowered to the harness's own hard limit, which a child cannot exceed."""
-    ceiling = resource.getrlimit(kind)[1]
-    if ceiling != resource.RLIM_INFINITY:
-        soft, hard = min(soft, ceiling), min(hard, ceiling)
-    return kind, soft, hard
-
-
-def _prepare_child(memory_mb: int, timeout_s: float, ruleset: int | None) -> Callable[[], None]:
-    """The function run in the child between fork and exec; everything it needs is computed here."""
-    memory = memory_mb * 2**20
-    cpu = math.ceil(timeout_s) + 1
-    limits = [
-        _limit(resource.RLIMIT_AS, memory, memory),
-        _limit(resource.RLIMIT_DATA, memory, memory),
-        _limit(resource.RLIMIT_CPU, cpu, cpu + 1),
-        _limit(resource.RLIMIT_FSIZE, FILE_SIZE_LIMIT_BYTES, FILE_SIZE_LIMIT_BYTES),
-        (resource.RLIMIT_CORE, 0, 0),
-    ]
-    if os.getuid() != 0 and os.path.isdir("/proc"):
-        nproc = _user_process_count() + PROCESS_ALLOWANCE
-        limits.append(_limit(resource.RLIMIT_NPROC, nproc, nproc))
-    libc = ctypes.CDLL(None, use_errno=True)
-    prctl, syscall = libc.prctl, libc.syscall
-
-    def prepare() -> None:
-        for kind, soft, hard in limits:
-            resource.setrlimit(kind, (soft, hard))
-        if ruleset is not None:
-            if prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-                raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
-            if syscall(_SYS_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)) != 0:
-                raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
-
-    return prepare
-
-
-def _environment(run_dir: Path, tmp_dir: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
-    """A small environment: nothing of the harness's secrets, HOME and caches inside the run folder."""
-    home, tmp = str(run_dir / "home"), str(tmp_dir)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        "LANG": os.environ.get("LANG", "C.UTF-8"),
-        "HOME": home,
-        "TMPDIR": tmp,
-        "TMP": tmp,
-        "TEMP": tmp,
-        "XDG_CACHE_HOME": os.path.join(home, ".cache"),
-        "XDG_CONFIG_HOME": os.path.join(home, ".config"),
-        "XDG_DATA_HOME": os.path.join(home, ".local", "share"),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "0",  # same set/dict-of-str order on every run: reproducible scores
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-    }
-    env.update(extra or {})
-    return env
-
-
 def _session_members(sid: int) -> list[int]:
     """Live (not zombie) processes in session or process group ``sid``, from /proc."""
     members = []
@@ -275,9 +439,146 @@ def _kill_run(pid: int) -> None:
     log.warning("sandbox: processes of run %d survived SIGKILL", pid)
 
 
-@lru_cache(maxsize=1)
-def _warn_unconfined() -> None:
-    log.warning("sandbox: this kernel has no Landlock; sandboxed code can write files outside its folder")
+class _GroupRun:
+    """A fallback run: its session and process group, whose id is the main process's pid."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:  # not reaped yet, so its pid is still the run's group id
+            _kill_run(self.proc.pid)
+
+    def reap(self) -> None:
+        self.kill()
+        self.proc.wait()
+
+    @property
+    def returncode(self) -> int:
+        return self.proc.returncode
+
+
+def _start_group(argv: list[str], run_dir: Path, tmp_dir: Path, memory_mb: int, timeout_s: float,
+                 popen: dict[str, object]) -> _GroupRun:
+    abi = landlock_abi()
+    ruleset = _landlock_ruleset([run_dir, tmp_dir, Path("/dev/shm")], abi) if abi else None
+    try:
+        proc = subprocess.Popen(argv, cwd=run_dir, preexec_fn=_prepare_child(memory_mb, timeout_s, ruleset),
+                                **popen)  # type: ignore[call-overload]
+    finally:
+        if ruleset is not None:
+            os.close(ruleset)
+    return _GroupRun(proc)
+
+
+# ---------------------------------------------------------------- both
+
+
+def _user_process_count() -> int:
+    """Processes owned by this user now (RLIMIT_NPROC counts them all, not just this run's)."""
+    uid, count = os.getuid(), 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                count += entry.stat().st_uid == uid
+            except OSError:
+                pass
+    return count
+
+
+def _limit(kind: int, soft: int, hard: int) -> tuple[int, int, int]:
+    """(kind, soft, hard) lowered to the harness's own hard limit, which a child cannot exceed."""
+    ceiling = resource.getrlimit(kind)[1]
+    if ceiling != resource.RLIM_INFINITY:
+        soft, hard = min(soft, ceiling), min(hard, ceiling)
+    return kind, soft, hard
+
+
+def _prepare_child(memory_mb: int, timeout_s: float, ruleset: int | None) -> Callable[[], None]:
+    """The function run in the child between fork and exec; everything it needs is computed here.
+
+    The limits pass through bwrap to every process of the run. PR_SET_PDEATHSIG makes the child
+    (bwrap, or the fallback's main process) die with the harness, even when it is SIGKILLed.
+    """
+    memory = memory_mb * 2**20
+    cpu = math.ceil(timeout_s) + 1
+    limits = [
+        _limit(resource.RLIMIT_AS, memory, memory),
+        _limit(resource.RLIMIT_DATA, memory, memory),
+        _limit(resource.RLIMIT_CPU, cpu, cpu + 1),
+        _limit(resource.RLIMIT_FSIZE, FILE_SIZE_LIMIT_BYTES, FILE_SIZE_LIMIT_BYTES),
+        (resource.RLIMIT_CORE, 0, 0),
+    ]
+    if os.getuid() != 0 and os.path.isdir("/proc"):
+        nproc = _user_process_count() + PROCESS_ALLOWANCE
+        limits.append(_limit(resource.RLIMIT_NPROC, nproc, nproc))
+    libc = ctypes.CDLL(None, use_errno=True)
+    prctl, syscall = libc.prctl, libc.syscall
+
+    def prepare() -> None:
+        for kind, soft, hard in limits:
+            resource.setrlimit(kind, (soft, hard))
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if ruleset is not None:
+            if prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+            if syscall(_SYS_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)) != 0:
+                raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+
+    return prepare
+
+
+def _environment(run_dir: Path, tmp_dir: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
+    """A small environment: none of the harness's variables (tokens), HOME and caches inside the run folder."""
+    home, tmp = str(run_dir / "home"), str(tmp_dir)
+    env = {
+        "PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "HOME": home,
+        "TMPDIR": tmp,
+        "TMP": tmp,
+        "TEMP": tmp,
+        "XDG_CACHE_HOME": os.path.join(home, ".cache"),
+        "XDG_CONFIG_HOME": os.path.join(home, ".config"),
+        "XDG_DATA_HOME": os.path.join(home, ".local", "share"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",  # same set/dict-of-str order on every run: reproducible scores
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
+    env.update(extra or {})
+    return env
+
+
+@contextmanager
+def _killed_on_termination(kill: Callable[[], None]) -> Iterator[None]:
+    """Kill the run first if SIGTERM, SIGHUP or SIGINT is about to end the harness by default action.
+
+    Only signals left at their default are caught (never the harness's own handlers), and only in
+    the main thread, where Python runs handlers. SIGINT's usual KeyboardInterrupt ends the run
+    through the ``finally`` in ``_collect``; SIGKILL through PR_SET_PDEATHSIG.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        kill()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    installed = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            installed[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, previous in installed.items():
+            signal.signal(signum, previous)
 
 
 def _exited(pid: int) -> bool:
@@ -304,27 +605,35 @@ def run_sandboxed(
     max_output_bytes: int = 1_000_000,
     env: Mapping[str, str] | None = None,
     keep_dir: bool = False,
+    readable: Sequence[Path] = (),
 ) -> SandboxResult:
     """Run ``argv`` in a fresh folder under ``workdir`` with the limits above and collect its output.
 
-    The folder is the run's working directory, with HOME inside it; TMPDIR is a second fresh
-    folder, removed after the run. ``memory_mb`` and the CPU allowance apply to each process of
-    the run separately, the wall clock (``timeout_s``) to the run as a whole. ``env`` adds
-    variables to the small default environment. With ``keep_dir`` the run folder stays
-    (``result.run_dir``) so the caller can read files the run wrote; the caller removes it.
+    The folder is the run's working directory, with HOME inside it, and the only host folder it
+    may write; TMPDIR is a fresh folder (bubblewrap: a private /tmp), gone after the run. Under
+    bubblewrap the run may read ``workdir`` (where callers put its inputs; give concurrent runs
+    their own workdirs to keep them apart), the files named in argv, and the ``readable`` paths.
+    ``memory_mb`` and the CPU allowance apply to each process of the run separately, the wall
+    clock (``timeout_s``) to the run as a whole. ``env`` adds variables to the small default
+    environment. With ``keep_dir`` the run folder stays (``result.run_dir``) so the caller can
+    read files the run wrote; the caller removes it.
     """
     if not argv:
         raise ValueError("run_sandboxed needs a command")
     _check_limits(timeout_s, memory_mb, max_output_bytes)
+    chosen = _isolation()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    workdir = workdir.resolve()
+    shown = _readable(workdir, argv, readable) if chosen.bwrap else []
     run_dir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=workdir)).resolve()
     (run_dir / "home").mkdir()
-    tmp_dir = Path(tempfile.mkdtemp(prefix="sbx-")).resolve()
+    tmp_dir = None if chosen.bwrap else Path(tempfile.mkdtemp(prefix="sbx-")).resolve()
     try:
-        result = _run(argv, run_dir, tmp_dir, timeout_s, memory_mb, stdin, max_output_bytes, env)
+        result = _run(argv, chosen, run_dir, tmp_dir, shown, timeout_s, memory_mb, stdin, max_output_bytes, env)
     finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
         if not keep_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
     result.run_dir = run_dir if keep_dir else None
@@ -333,82 +642,85 @@ def run_sandboxed(
 
 def _run(
     argv: list[str],
+    chosen: _Isolation,
     run_dir: Path,
-    tmp_dir: Path,
+    tmp_dir: Path | None,
+    readable: list[Path],
     timeout_s: float,
     memory_mb: int,
     stdin: str | None,
     max_output_bytes: int,
     env: Mapping[str, str] | None,
 ) -> SandboxResult:
-    abi = landlock_abi()
-    if not abi:
-        _warn_unconfined()
-    ruleset = _landlock_ruleset([run_dir, tmp_dir, Path("/dev/shm")], abi) if abi else None
-    stdin_file: IO[bytes] | None = None
-    try:
-        if stdin is not None:
-            stdin_file = tempfile.TemporaryFile()
-            stdin_file.write(stdin.encode())
-            stdin_file.seek(0)
-        start = time.monotonic()
-        proc = subprocess.Popen(
-            argv,
-            stdin=stdin_file if stdin_file is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=run_dir,
-            env=_environment(run_dir, tmp_dir, env),
-            start_new_session=True,
-            preexec_fn=_prepare_child(memory_mb, timeout_s, ruleset),
-        )
-    finally:
-        if ruleset is not None:
-            os.close(ruleset)
-        if stdin_file is not None:
-            stdin_file.close()
     out, err = _Capture(max_output_bytes), _Capture(max_output_bytes)
-    timed_out = _collect(proc, out, err, start + timeout_s)
-    duration = time.monotonic() - start
+    with _stdin_file(stdin) as stdin_file:
+        popen: dict[str, object] = {
+            "stdin": stdin_file if stdin_file is not None else subprocess.DEVNULL,
+            "stdout": subprocess.PIPE,
+            "stderr": subprocess.PIPE,
+            "env": _environment(run_dir, tmp_dir or Path("/tmp"), env),
+            "start_new_session": True,
+        }
+        start = time.monotonic()
+        if chosen.bwrap:
+            popen["preexec_fn"] = _prepare_child(memory_mb, timeout_s, None)
+            run: _NamespaceRun | _GroupRun = _start_namespace(chosen.bwrap, argv, run_dir, readable, popen)
+        else:
+            assert tmp_dir is not None
+            run = _start_group(argv, run_dir, tmp_dir, memory_mb, timeout_s, popen)
+    try:
+        with _killed_on_termination(run.kill):
+            timed_out = _collect(run, out, err, start + timeout_s)
+    except BaseException:
+        run.reap()  # e.g. KeyboardInterrupt before _collect took over
+        raise
     return SandboxResult(
-        returncode=proc.returncode,
+        returncode=run.returncode,
         timed_out=timed_out,
-        killed=proc.returncode < 0,
+        killed=run.returncode < 0,
         stdout=out.text(),
         stderr=err.text(),
         truncated=out.truncated or err.truncated,
-        duration_s=duration,
-        pid=proc.pid,
-        confined=bool(abi),
+        duration_s=time.monotonic() - start,
+        pid=run.proc.pid,
+        confined=bool(chosen.bwrap) or bool(landlock_abi()),
+        isolation=chosen.text,
     )
 
 
-def _collect(proc: subprocess.Popen[bytes], out: _Capture, err: _Capture, deadline: float) -> bool:
-    """Read both pipes until the main process exits or the deadline passes; kill the run; reap it."""
+@contextmanager
+def _stdin_file(text: str | None) -> Iterator[IO[bytes] | None]:
+    """The run's stdin as a file (a pipe could fill and block the harness)."""
+    if text is None:
+        yield None
+        return
+    with tempfile.TemporaryFile() as handle:
+        handle.write(text.encode())
+        handle.seek(0)
+        yield handle
+
+
+def _collect(run: _NamespaceRun | _GroupRun, out: _Capture, err: _Capture, deadline: float) -> bool:
+    """Read both pipes until the main process exits or the deadline passes; end the run in any case."""
+    proc = run.proc
     assert proc.stdout is not None and proc.stderr is not None
     selector = selectors.DefaultSelector()
     for stream, capture in ((proc.stdout, out), (proc.stderr, err)):
         os.set_blocking(stream.fileno(), False)
         selector.register(stream.fileno(), selectors.EVENT_READ, capture)
     pidfd = None
-    if hasattr(os, "pidfd_open"):
-        try:
-            pidfd = os.pidfd_open(proc.pid)
-            selector.register(pidfd, selectors.EVENT_READ, None)
-        except OSError:
-            pidfd = None
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+        selector.register(pidfd, selectors.EVENT_READ, None)
+    except (OSError, AttributeError):
+        pidfd = None
     # Without a pidfd, wake up regularly to notice an exit whose children still hold the pipes.
     tick = None if pidfd is not None else 0.05
-    timed_out = False
     try:
-        while not _exited(proc.pid):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            _read_ready(selector, remaining if tick is None else min(remaining, tick))
-        _kill_run(proc.pid)
-        proc.wait()
+        try:
+            timed_out = _wait_for_exit(proc.pid, selector, deadline, tick)
+        finally:
+            run.reap()  # also when interrupted (KeyboardInterrupt): nothing of the run outlives this call
         if pidfd is not None:
             selector.unregister(pidfd)
         grace = time.monotonic() + _GRACE_S
@@ -421,6 +733,16 @@ def _collect(proc: subprocess.Popen[bytes], out: _Capture, err: _Capture, deadli
         proc.stdout.close()
         proc.stderr.close()
     return timed_out
+
+
+def _wait_for_exit(pid: int, selector: selectors.BaseSelector, deadline: float, tick: float | None) -> bool:
+    """Read output until process ``pid`` exits (False) or the deadline passes (True)."""
+    while not _exited(pid):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return True
+        _read_ready(selector, remaining if tick is None else min(remaining, tick))
+    return False
 
 
 def _read_ready(selector: selectors.BaseSelector, timeout: float) -> None:
@@ -447,6 +769,7 @@ def run_python(
     max_output_bytes: int = 1_000_000,
     env: Mapping[str, str] | None = None,
     keep_dir: bool = False,
+    readable: Sequence[Path] = (),
 ) -> SandboxResult:
     """Run Python source with this interpreter in isolated mode (-I) under ``run_sandboxed``."""
     workdir = Path(workdir)
@@ -464,6 +787,7 @@ def run_python(
             max_output_bytes=max_output_bytes,
             env=env,
             keep_dir=keep_dir,
+            readable=readable,
         )
     finally:
         os.unlink(path)
