@@ -25,7 +25,7 @@ from rich.console import Console
 
 from spd_bench.errors import UserError
 from spd_bench.leaderboard import FORMATS, Leaderboard, build_leaderboard, render_terminal
-from spd_bench.leaderboard.formats import write_atomic
+from spd_bench.leaderboard.formats import COMPARISONS_CSV, write_atomic
 from spd_bench.leaderboard.stats import (
     CellStats,
     Interval,
@@ -290,7 +290,7 @@ def test_missing_results_folder(tmp_path: Path) -> None:
 
 
 def test_outputs_are_written_atomically(built: tuple[Leaderboard, Path], tmp_path: Path) -> None:
-    assert sorted(p.name for p in built[1].iterdir()) == sorted(f"leaderboard.{f}" for f in FORMATS)
+    assert sorted(p.name for p in built[1].iterdir()) == sorted([f"leaderboard.{f}" for f in FORMATS] + [COMPARISONS_CSV])
     target = tmp_path / "leaderboard.md"
     target.write_text("previous")
     with pytest.raises(TypeError):
@@ -335,7 +335,7 @@ def test_png_is_a_nonempty_image(built: tuple[Leaderboard, Path]) -> None:
 def _tabular_rows_have_the_declared_columns(tex: str) -> None:
     """Every body row of each outer tabular fills exactly its declared columns (cells hold no '&')."""
     tables = re.findall(r"\\begin\{tabular\}\{(lr+)\}\n(.*?)\n\\end\{tabular\}", tex, re.S)
-    assert len(tables) == 2
+    assert len(tables) == 4  # two leaderboard tables, two comparison tables
     for spec, body in tables:
         rows = [line for line in body.splitlines() if line.endswith("\\\\") and "multicolumn" not in line]
         assert rows
@@ -347,7 +347,7 @@ def test_latex_is_well_formed_and_compiles_when_pdflatex_exists(
     built: tuple[Leaderboard, Path], tmp_path: Path
 ) -> None:
     tex = (built[1] / "leaderboard.tex").read_text()
-    assert tex.count(r"\begin{table}") == tex.count(r"\end{table}") == 2
+    assert tex.count(r"\begin{table}") == tex.count(r"\end{table}") == 4
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{78.8}" in tex
     _tabular_rows_have_the_declared_columns(tex)
     pdflatex = shutil.which("pdflatex")

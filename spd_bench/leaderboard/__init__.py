@@ -1,7 +1,8 @@
 """Leaderboards built only from stored result records: no model is loaded, nothing is re-scored.
 
 ``build_leaderboard`` reads the records under a results folder, checks they are comparable,
-computes per-cell statistics and writes the requested formats; ``render_terminal`` prints it.
+computes per-cell statistics and the paired comparisons between methods, and writes the
+requested formats; ``render_terminal`` prints it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from spd_bench.errors import UserError
 from spd_bench.leaderboard.collect import check_comparable, check_duplicates, load_stored, select
+from spd_bench.leaderboard.compare import compare_methods
 from spd_bench.leaderboard.formats import FORMATS, check_formats, write_outputs
 from spd_bench.leaderboard.table import Leaderboard, build_tables
 from spd_bench.leaderboard.terminal import render_terminal
@@ -43,7 +45,7 @@ def build_leaderboard(
     if not tables:
         known = sorted({m for s in stored for m in s.record.metrics})
         raise UserError(f"no record has metric {metric!r}; the records have {', '.join(known)}")
-    board = Leaderboard(tables)
+    board = Leaderboard(tables, comparisons=compare_methods(tables, stored))
     if out_dir is not None:
         board.files = write_outputs(board, Path(out_dir), formats)
     return board

@@ -1,7 +1,9 @@
 """Text formats of the leaderboard (Markdown, tidy CSV, LaTeX) and writing every format to disk.
 
-Files are written to a temporary name beside the target and renamed into place, so a reader
-never sees half a table and an interrupted run leaves the previous file intact.
+The paired comparisons between methods follow the leaderboard in every format; in CSV, whose
+one tidy table cannot hold a second one, they go to their own file (COMPARISONS_CSV). Files are
+written to a temporary name beside the target and renamed into place, so a reader never sees
+half a table and an interrupted run leaves the previous file intact.
 """
 
 from __future__ import annotations
@@ -13,10 +15,21 @@ from pathlib import Path
 from typing import Callable
 
 from spd_bench.errors import UserError
+from spd_bench.leaderboard.compare import (
+    N_PAIRED_RESAMPLES,
+    SECTION_TITLE,
+    ComparisonTable,
+    ComparisonText,
+    column_label,
+    comparison_text,
+    reading,
+    title,
+)
 from spd_bench.leaderboard.display import MISSING, CellText, cell_text, summary_header, summary_text
 from spd_bench.leaderboard.table import DOMAIN_TITLES, Leaderboard, ModelTable
 
 CSV_DECIMALS = 4
+COMPARISONS_CSV = "leaderboard_vs_raw_sd.csv"  # beside leaderboard.csv: every paired comparison
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -56,13 +69,34 @@ def _md_table(table: ModelTable) -> list[str]:
     return lines
 
 
+def _md_comparison_cell(text: ComparisonText | None) -> str:
+    if text is None:
+        return MISSING
+    value = f"**{text.value}**" if text.significant else text.value
+    return " ".join((value, text.interval, text.tests, text.mde))
+
+
+def _md_comparison(compared: ComparisonTable) -> list[str]:
+    headers = ["Method"] + [f"{c.task} ({c.domain})<br>{column_label(compared, c)}" for c in compared.columns]
+    lines = [f"### {title(compared)}", "", "| " + " | ".join(headers) + " |"]
+    lines.append("|---" + "|---:" * (len(headers) - 1) + "|")
+    for row in compared.rows:
+        cells = [_md_comparison_cell(comparison_text(compared, row, c)) for c in compared.columns]
+        lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
+    return lines + ["", f"_{reading(compared)}_"]
+
+
 def render_markdown(board: Leaderboard) -> str:
     lines = ["## Leaderboard", ""]
     for table in board.tables:
         lines.extend(_md_table(table))
         lines.append("")
     lines.extend(f"_{line}_  " for line in board.legend)
-    return "\n".join(lines).rstrip() + "\n"
+    text = "\n".join(lines).rstrip() + "\n"
+    if not board.comparisons:
+        return text
+    section = [f"## {SECTION_TITLE}"] + [line for c in board.comparisons for line in ["", *_md_comparison(c)]]
+    return text + "\n" + "\n".join(section) + "\n"
 
 
 # CSV ------------------------------------------------------------------------------------------
@@ -111,6 +145,50 @@ def render_csv(board: Leaderboard) -> str:
     frame = pd.DataFrame.from_records(records)
     frame = frame.sort_values(["model", "task", "domain", "metric", "method"], kind="stable")
     return frame.to_csv(index=False, lineterminator="\n")
+
+
+_COMPARISON_FIELDS = [
+    "model", "versus", "method", "task", "domain", "metric", "higher_is_better", "unit", "seeds", "n_items",
+    "difference", "ci_low", "ci_high", "se", "p_value", "p_holm", "holm_family_size", "mde", "resamples",
+]
+
+
+def render_comparisons_csv(board: Leaderboard) -> str:
+    """Tidy: one row per (model, reference, method, column), in display units; p-values as fractions."""
+    import pandas as pd
+
+    records = []
+    for compared in board.comparisons:
+        for row in compared.rows:
+            for column in compared.columns:
+                cell = compared.cell(row, column)
+                if cell is None:
+                    continue
+                scale = column.scale
+                records.append(
+                    {
+                        "model": compared.model,
+                        "versus": compared.reference,
+                        "method": row.method,
+                        "task": column.task,
+                        "domain": column.domain,
+                        "metric": column.metric,
+                        "higher_is_better": column.higher_is_better,
+                        "unit": "points" if column.higher_is_better else "metric",
+                        "seeds": ";".join(str(x) for x in cell.seeds),
+                        "n_items": cell.n_items,
+                        "difference": _rounded(cell.difference, scale),
+                        "ci_low": _rounded(cell.interval.low, scale),
+                        "ci_high": _rounded(cell.interval.high, scale),
+                        "se": _rounded(cell.se, scale),
+                        "p_value": _rounded(cell.p_value),
+                        "p_holm": _rounded(cell.p_holm),
+                        "holm_family_size": len(compared.cells),
+                        "mde": _rounded(cell.mde, scale),
+                        "resamples": N_PAIRED_RESAMPLES,
+                    }
+                )
+    return pd.DataFrame.from_records(records, columns=_COMPARISON_FIELDS).to_csv(index=False, lineterminator="\n")
 
 
 # LaTeX ----------------------------------------------------------------------------------------
@@ -194,6 +272,37 @@ def _tex_table(table: ModelTable) -> list[str]:
     return lines
 
 
+def _tex_comparison_cell(text: ComparisonText | None) -> str:
+    if text is None:
+        return "---"
+    value = rf"\textbf{{{text.value}}}" if text.significant else text.value
+    extra = tex_escape(f"{text.interval} {text.tests} {text.mde}")
+    return rf"\begin{{tabular}}[t]{{@{{}}r@{{}}}}{value}\\{{\tiny {extra}}}\end{{tabular}}"
+
+
+def _tex_comparison(compared: ComparisonTable) -> list[str]:
+    n_cols = 1 + len(compared.columns)
+    tasks = [f"{tex_escape(c.task)} ({c.domain})" for c in compared.columns]
+    labels = [tex_escape(column_label(compared, c)) for c in compared.columns]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\scriptsize",
+        rf"\caption{{{SECTION_TITLE}: {tex_escape(title(compared))}}}",
+        r"\begin{tabular}{l" + "r" * (n_cols - 1) + "}",
+        r"\toprule",
+        "Method & " + " & ".join(tasks) + r" \\",
+        " & " + " & ".join(labels) + r" \\",
+        r"\midrule",
+    ]
+    for row in compared.rows:
+        cells = [_tex_comparison_cell(comparison_text(compared, row, c)) for c in compared.columns]
+        lines.append(tex_escape(row.label) + " & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", "", r"\smallskip", tex_escape(reading(compared)) + r"\par"]
+    lines.append(r"\end{table}")
+    return lines
+
+
 def render_latex(board: Leaderboard) -> str:
     """Tables for ``\\input`` in a paper; they need ``\\usepackage{booktabs}``."""
     lines = ["% Leaderboard tables built by spd-bench from stored result records; needs \\usepackage{booktabs}."]
@@ -203,6 +312,8 @@ def render_latex(board: Leaderboard) -> str:
     lines.append(r"{\scriptsize")
     lines += [tex_escape(line) + r"\par" for line in board.legend]
     lines.append("}")
+    for compared in board.comparisons:
+        lines += ["", *_tex_comparison(compared)]
     return "\n".join(lines) + "\n"
 
 
@@ -229,6 +340,9 @@ RENDERERS: dict[str, Callable[[Leaderboard], bytes]] = {
     "png": _png,
 }
 FORMATS = tuple(RENDERERS)
+COMPANIONS: dict[str, tuple[str, Callable[[Leaderboard], bytes]]] = {
+    "csv": (COMPARISONS_CSV, lambda board: render_comparisons_csv(board).encode()),
+}  # format -> (file name, renderer) of a file written beside leaderboard.<format>
 
 
 def check_formats(formats: list[str]) -> None:
@@ -238,7 +352,10 @@ def check_formats(formats: list[str]) -> None:
 
 
 def write_outputs(board: Leaderboard, out_dir: Path, formats: list[str]) -> dict[str, Path]:
-    """Write ``leaderboard.<format>`` for each format; returns format -> path."""
+    """Write ``leaderboard.<format>`` for each format, and its companion file if it has one.
+
+    Returns format -> path, and companion file name -> path.
+    """
     check_formats(formats)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -246,4 +363,8 @@ def write_outputs(board: Leaderboard, out_dir: Path, formats: list[str]) -> dict
         path = out_dir / f"leaderboard.{name}"
         write_atomic(path, RENDERERS[name](board))
         written[name] = path
+        if name in COMPANIONS:
+            file_name, render = COMPANIONS[name]
+            write_atomic(out_dir / file_name, render(board))
+            written[file_name] = out_dir / file_name
     return written

@@ -47,13 +47,22 @@ class CellStats:
     best: bool = False
 
 
-def seed_average(item_scores: list[list[float] | None]) -> np.ndarray | None:
-    """Per-item scores averaged over seeds; None unless every seed scored the same number of items."""
+def item_matrix(item_scores: list[list[float] | None]) -> np.ndarray | None:
+    """Per-item scores, one row per seed; None unless every seed scored the same number of items.
+
+    Shared by the cell intervals (seed-averaged) and the paired comparisons (seed by seed).
+    """
     if not item_scores or any(s is None or len(s) == 0 for s in item_scores):
         return None
     if len({len(s) for s in item_scores if s is not None}) != 1:
         return None
-    return np.asarray(item_scores, dtype=float).mean(axis=0)
+    return np.asarray(item_scores, dtype=float)
+
+
+def seed_average(item_scores: list[list[float] | None]) -> np.ndarray | None:
+    """Per-item scores averaged over seeds; None unless every seed scored the same number of items."""
+    matrix = item_matrix(item_scores)
+    return None if matrix is None else matrix.mean(axis=0)
 
 
 def t_interval(values: list[float]) -> Interval | None:

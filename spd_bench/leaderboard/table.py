@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spd_bench.leaderboard.collect import DOMAINS, StoredRecord
 from spd_bench.leaderboard.stats import N_RESAMPLES, RNG_SEED, CellStats, against_base, best_of, describe, seed_average
+
+if TYPE_CHECKING:  # compare.py builds on these tables, so it is imported only for the annotation
+    from spd_bench.leaderboard.compare import ComparisonTable
 
 BASE = "base"
 GROUP_NO_SIGNAL = "no external signal"
@@ -122,6 +126,7 @@ class Leaderboard:
     tables: list[ModelTable]
     legend: list[str] = field(default_factory=lambda: list(LEGEND))
     files: dict[str, Path] = field(default_factory=dict)  # format -> written file
+    comparisons: list[ComparisonTable] = field(default_factory=list)  # paired, per model and reference
 
 
 def _most_common(values: list[object]) -> object:

@@ -1,4 +1,4 @@
-"""The leaderboard as rich tables for the terminal, with the same cells and notes as the files."""
+"""The leaderboard as rich tables for the terminal, with the same cells, notes and paired comparisons as the files."""
 
 from __future__ import annotations
 
@@ -6,6 +6,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from spd_bench.leaderboard.compare import (
+    ComparisonTable,
+    ComparisonText,
+    comparison_text,
+    items_label,
+    reading,
+    title,
+)
 from spd_bench.leaderboard.display import MISSING, CellText, cell_text, summary_header, summary_text
 from spd_bench.leaderboard.table import Leaderboard, ModelTable
 
@@ -42,8 +50,27 @@ def terminal_table(table: ModelTable) -> Table:
     return grid
 
 
+def _comparison_cell(text: ComparisonText | None) -> Text:
+    if text is None:
+        return Text(MISSING, style="dim")
+    out = Text(text.value, style="bold" if text.significant else "")
+    out.append("\n" + "\n".join((text.interval, text.p, text.holm, text.mde)), style="dim")
+    return out
+
+
+def comparison_table(compared: ComparisonTable) -> Table:
+    grid = Table(title=f"Paired comparison, {title(compared)}", title_justify="left", show_lines=True)
+    grid.add_column("method", no_wrap=True)
+    for column in compared.columns:
+        header = [column.task, column.metric_label, items_label(compared, column), f"({column.domain})"]
+        grid.add_column("\n".join(h for h in header if h), justify="right")
+    for row in compared.rows:
+        grid.add_row(row.label, *[_comparison_cell(comparison_text(compared, row, c)) for c in compared.columns])
+    return grid
+
+
 def render_terminal(board: Leaderboard, console: Console | None = None) -> None:
-    """Print every model's table with its notes, then the legend."""
+    """Print every model's table with its notes, the legend, then the paired comparisons."""
     console = console or Console()
     for table in board.tables:
         console.print(terminal_table(table))
@@ -52,3 +79,7 @@ def render_terminal(board: Leaderboard, console: Console | None = None) -> None:
         console.print()
     for line in board.legend:
         console.print(Text(line, style="dim"))
+    for compared in board.comparisons:
+        console.print()
+        console.print(comparison_table(compared))
+        console.print(Text(f"  {reading(compared)}", style="dim"))

@@ -2,7 +2,8 @@
 
 Clicking a column header sorts the rows of each method group by that column, best first
 (lower-is-better columns ascending); a second click reverses. Rows stay inside their group so
-methods with an external signal are never ranked among those without.
+methods with an external signal are never ranked among those without. The paired comparisons
+between methods follow the leaderboard, each table with the line that says how to read it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,15 @@ from __future__ import annotations
 import html
 import re
 
+from spd_bench.leaderboard.compare import (
+    SECTION_TITLE,
+    ComparisonTable,
+    ComparisonText,
+    column_label,
+    comparison_text,
+    reading,
+    title,
+)
 from spd_bench.leaderboard.display import MISSING, CellText, cell_text, summary_header, summary_text
 from spd_bench.leaderboard.table import DOMAIN_TITLES, Leaderboard, ModelTable
 
@@ -118,9 +128,43 @@ def _table(table: ModelTable) -> list[str]:
     return lines
 
 
+def _comparison_td(text: ComparisonText | None) -> str:
+    """The difference, then interval, tests and MDE in the leaderboard's grey interval style."""
+    if text is None:
+        return f"<td>{MISSING}</td>"
+    value = f"<strong>{html.escape(text.value)}</strong>" if text.significant else html.escape(text.value)
+    parts = [f'<span class="value">{value}</span>']
+    parts += [f'<span class="ci">{html.escape(part)}</span>' for part in (text.interval, text.tests, text.mde)]
+    return f'<td title="{html.escape(text.details)}">{" ".join(parts)}</td>'
+
+
+def _comparison(compared: ComparisonTable) -> list[str]:
+    heads = "".join(
+        f"<th>{html.escape(c.task)} ({c.domain})<br>{html.escape(column_label(compared, c))}</th>"
+        for c in compared.columns
+    )
+    lines = [
+        f"<section><h3>{html.escape(title(compared))}</h3>",
+        f'<table class="lb comparison" data-versus="{html.escape(compared.reference)}"'
+        f' data-compared-model="{html.escape(compared.model)}"><thead>',
+        f'<tr><th class="method">Method</th>{heads}</tr>',
+        "</thead><tbody>",
+    ]
+    for row in compared.rows:
+        cells = "".join(_comparison_td(comparison_text(compared, row, c)) for c in compared.columns)
+        lines.append(
+            f'<tr data-method="{html.escape(row.method)}"><td class="method">{html.escape(row.label)}</td>{cells}</tr>'
+        )
+    lines += ["</tbody></table>", f'<ul class="notes"><li>{html.escape(reading(compared))}</li></ul></section>']
+    return lines
+
+
 def render_html(board: Leaderboard) -> str:
     body = [line for table in board.tables for line in _table(table)]
     legend = '<ul class="legend">' + "".join(f"<li>{html.escape(line)}</li>" for line in board.legend) + "</ul>"
+    comparisons = [line for compared in board.comparisons for line in _comparison(compared)]
+    if comparisons:
+        comparisons.insert(0, f"<h2>{SECTION_TITLE}</h2>")
     return (
         "\n".join(
             [
@@ -130,6 +174,7 @@ def render_html(board: Leaderboard) -> str:
                 "<h1>spd-bench leaderboard</h1>",
                 *body,
                 legend,
+                *comparisons,
                 f"<script>{_JS}</script>",
                 "</body></html>",
             ]
