@@ -47,6 +47,15 @@ class TrainConfig:
     max_length: int = 1024
 
 
+@dataclass
+class ScoreConfig:
+    """How every model is scored (the same for every method)."""
+
+    timeout_s: float = 10.0  # per code problem: running its reference solution for the expected outputs
+    memory_mb: int = 2048  # memory limit of each sandboxed process (references, candidates)
+    n_samples: int = 1  # completions per code problem; > 1 reports pass@k and needs sampled evaluation
+
+
 ORGANISM_TRAIN = {"lr": 1e-3, "epochs": 3, "batch_size": 16, "lora_alpha": 16, "lora_dropout": 0.0, "max_length": 256}
 """Training preset for the built-in organism, identical for every method (docs/organism.md).
 
@@ -80,6 +89,7 @@ class RunConfig:
     eval_batch_size: int = 32
     decoding: Decoding = field(default_factory=Decoding)
     train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     data: dict[str, str] = field(default_factory=dict)
     allow_code_execution: bool = False
@@ -142,6 +152,9 @@ class RunConfig:
         _at_least("train.batch_size", train.batch_size, 1)
         _at_least("train.max_length", train.max_length, 2)
         _choice("train.schedule", train.schedule, SCHEDULES)
+        _in_range("score.timeout_s", self.score.timeout_s, 0.0, None, "a finite number of seconds above 0", low_open=True)
+        _at_least("score.memory_mb", self.score.memory_mb, 64)
+        _at_least("score.n_samples", self.score.n_samples, 1)
         if not train.target_modules:
             _bad("train.target_modules", train.target_modules, "at least one module name, e.g. q_proj,v_proj")
 

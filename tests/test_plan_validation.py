@@ -62,6 +62,10 @@ BAD_VALUES = [
     ("decoding.top_p=0", ["decoding.top_p", "(0, 1]"]),
     ("decoding.top_k=-3", ["decoding.top_k", "-3"]),
     ("decoding.max_new_tokens=0", ["decoding.max_new_tokens", ">= 1"]),
+    ("score.timeout_s=0", ["score.timeout_s", "above 0"]),
+    ("score.memory_mb=8", ["score.memory_mb", ">= 64"]),
+    ("score.n_samples=0", ["score.n_samples", ">= 1"]),
+    ("score.n_samples=5", ["score.n_samples", "evaluated greedily"]),
     ("method_options.spd.rank_fraction=2", ["method_options.spd.rank_fraction", "(0, 1]"]),
     ("method_options.spd.rank_fraction=0", ["method_options.spd.rank_fraction", "(0, 1]"]),
     ("method_options.spd.rank=0", ["method_options.spd.rank", ">= 1"]),
@@ -153,3 +157,13 @@ def test_the_two_readings_of_the_papers_layers() -> None:
     assert resolve_layers("last_mid_1based", 24) == [11, 23]  # the 1-based pair converted literally
     assert resolve_layers("last_mid", 4) == [2, 3] and resolve_layers("last_mid_1based", 4) == [1, 3]
     assert resolve_layers("last_mid", 2) == [1] and resolve_layers("last_mid_1based", 2) == [0, 1]
+
+
+def test_score_settings_reach_the_scorer(tmp_path: Path) -> None:
+    from spd_bench.config import make_config, parse_set
+    from spd_bench.engine.pipeline import Pipeline
+    from spd_bench.tasks import get_task
+
+    config = make_config(parse_set(["score.timeout_s=42", "score.memory_mb=4096"]), {"model": "tiny-llama"})
+    settings = Pipeline(config, plan=None, store=None).score_settings(get_task("humaneval"))  # type: ignore[arg-type]
+    assert (settings.timeout_s, settings.memory_mb, settings.n_samples) == (42.0, 4096, 1)

@@ -280,6 +280,9 @@ class Pipeline:
             max_new_tokens=task.max_new_tokens,
             allow_code_execution=self.config.allow_code_execution,
             work_dir=Path(self.config.cache_dir) / "scratch",
+            timeout_s=self.config.score.timeout_s,
+            memory_mb=self.config.score.memory_mb,
+            n_samples=self.config.score.n_samples,
         )
 
     def _score(self, task_name: str, method: Any, adapter_key: StageKey | None, adapter: Path | None, label: str) -> tuple[Path, StageKey]:
@@ -287,6 +290,8 @@ class Pipeline:
         data = self.eval_data(task_name)
         settings = self.score_settings(task, method.eval_temperature())
         settings_cfg = {"temperature": settings.temperature, "max_new_tokens": settings.max_new_tokens, "n_samples": settings.n_samples}
+        if task.scorer == "evalplus":  # a memory-hungry correct program can fail under a lower limit
+            settings_cfg["memory_mb"] = settings.memory_mb
         score_cfg = {"task": task.to_dict(), "items": data.details["items_hash"], "layer": data.layer, "limit": self.config.limit, "settings": settings_cfg}
         key = stage_key("score", STAGE_VERSIONS["score"], score_cfg, {"model": self.model_key, "adapter": adapter_key.key if adapter_key else None})
 

@@ -72,6 +72,12 @@ def make_plan(config: RunConfig) -> Plan:
             f"task {code_tasks[0]} executes generated code; pass --allow-code-execution (runs sandboxed) or drop the task"
         )
     methods = {name: make_method(name, config.method_options.get(name)) for name in config.methods}
+    greedy = [name for name, method in methods.items() if method.eval_temperature() == 0]
+    if code_tasks and config.score.n_samples > 1 and greedy:
+        raise UserError(
+            f"config field score.n_samples = {config.score.n_samples} needs sampled evaluation, but {greedy[0]} is"
+            " evaluated greedily (every sample would be the same); leave score.n_samples at 1"
+        )
     domains = _domains(tasks)
     sources = {name: get_source(name) for name in domains}
     trained = [m for m in methods.values() if m.trains]

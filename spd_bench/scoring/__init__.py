@@ -24,14 +24,14 @@ class ScoreSettings:
     """How to score: shared by `run` and `score` so both take exactly the same path."""
 
     batch_size: int = 32
-    device: str = "cpu"
+    device: str = "cpu"  # set by the engine to the loaded model's device
     max_new_tokens: int = 256
     temperature: float = 0.0  # evaluation decoding; 0 = greedy
-    n_samples: int = 1  # > 1 gives pass@k for code
+    n_samples: int = 1  # > 1 gives pass@k for code (config: score.n_samples)
     allow_code_execution: bool = False
     work_dir: Path = field(default_factory=lambda: Path(".spd_cache") / "scratch")
-    timeout_s: float = 10.0
-    memory_mb: int = 2048
+    timeout_s: float = 10.0  # per code problem, for its reference solution (config: score.timeout_s)
+    memory_mb: int = 2048  # per sandboxed process (config: score.memory_mb)
 
 
 @dataclass

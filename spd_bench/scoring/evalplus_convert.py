@@ -165,7 +165,8 @@ def _record(
         )
         output = result.run_dir / worker.OUTPUT if result.run_dir else None
         if result.timed_out:
-            raise UserError(f"recording test inputs took longer than {timeout_s:.0f} s; raise timeout_s")
+            raise UserError(f"recording the test inputs of the code data took longer than {timeout_s:.0f} s;"
+                            " check the data file's test code for slow or endless tests")
         if result.returncode != 0 or output is None or not output.exists():
             raise RuntimeError(f"recording test inputs failed (exit {result.returncode}): {result.stderr[-2000:]}")
         problems = json.loads(output.read_text())["problems"]

@@ -223,7 +223,7 @@ def _reference_stopped(key: str, result: SandboxResult, timeout: float) -> None:
     if result.timed_out:
         raise UserError(
             f"the reference solutions took longer than {timeout:.0f} s (stopped at {key});"
-            " raise timeout_s in the score settings or fix that item"
+            " raise it with --set score.timeout_s=SECONDS (per problem), or fix that item"
         )
     lines = result.stderr.strip().splitlines()
     why = lines[-1] if lines else f"exit {result.returncode}"
