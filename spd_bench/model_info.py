@@ -13,11 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spd_bench.builtin_models import BUILTIN_MODELS
 from spd_bench.errors import UserError
-
-# The files that describe a model without its weights.
-DESCRIPTION_FILES = ["config.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json"]
-
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -44,21 +41,16 @@ def has_chat_template(folder: Path) -> bool:
 
 
 def description_folder(spec: str, cache_dir: Path) -> Path | None:
-    """A folder with the model's config and tokenizer files; None for an organism not built yet.
+    """A folder with the model's config and tokenizer files; None for a built-in model not built yet.
 
     For a hub id this is the cached snapshot or, when the hub is reachable, a download of the
     description files only; when neither works the run stops here, before any other work.
     """
     from spd_bench.models import hub_description, local_model_folder
 
-    if spec == "organism":
-        from spd_bench.organism.build import built_organism
-
-        return built_organism(cache_dir)
-    if spec in ("tiny-llama", "tiny-qwen2"):
-        from spd_bench.tiny import tiny_model_dir
-
-        return tiny_model_dir(cache_dir, spec.split("-", 1)[1])
+    if spec in BUILTIN_MODELS:
+        builtin = BUILTIN_MODELS.get(spec)
+        return builtin.built(cache_dir) if builtin.config is not None else builtin.folder(cache_dir, None)
     local = local_model_folder(spec)
     if local is not None:
         return local
@@ -68,10 +60,10 @@ def description_folder(spec: str, cache_dir: Path) -> Path | None:
 def _config(spec: str, folder: Path | None) -> Any:
     from transformers import AutoConfig
 
-    if folder is None:  # the organism before its first build: its shape is fixed by the recipe
-        from spd_bench.organism.pretrain import ModelShape, model_config
-
-        return model_config(ModelShape(), vocab_size=800)
+    if folder is None:  # a built-in model before its first build: its shape is fixed by its recipe
+        config = BUILTIN_MODELS.get(spec).config
+        assert config is not None
+        return config()
     try:
         return AutoConfig.from_pretrained(folder)
     except (OSError, ValueError, KeyError) as exc:

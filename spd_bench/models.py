@@ -7,20 +7,14 @@ folder, commit hash for a hub snapshot), so a changed checkpoint never reuses st
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spd_bench.builtin_models import BUILTIN_MODELS
 from spd_bench.errors import UserError
-
-BUILTIN_MODELS = {
-    "organism": "the built-in small model trained on the synthetic suite (built on first use)",
-    "tiny-llama": "a tiny random Llama-layout model with a locally trained tokenizer (for tests)",
-    "tiny-qwen2": "a tiny random Qwen2-layout model (biased k/v) with a locally trained tokenizer",
-}
-
+from spd_bench.tokenization import load_tokenizer
 
 @dataclass
 class LoadedModel:
@@ -49,7 +43,7 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
 
 
 def _organism_progress(message: str) -> None:
-    """The first build takes minutes: say what it is doing (stderr, so tables stay clean)."""
+    """A first build (the organism's) takes minutes: say what it is doing (stderr, so tables stay clean)."""
     import sys
 
     print(f"building the organism (once per cache): {message}", file=sys.stderr, flush=True)
@@ -69,15 +63,8 @@ def _hash_folder(path: Path) -> str:
 
 def resolve_model_path(spec: str, cache_dir: Path) -> tuple[Path, str, str]:
     """Return (folder, source, identity) for a built-in name, local folder or hub id."""
-    if spec == "organism":
-        from spd_bench.organism.build import organism_dir
-
-        path = organism_dir(cache_dir, progress=_organism_progress)
-        return path, "built-in", f"organism@{_hash_folder(path)}"
-    if spec in ("tiny-llama", "tiny-qwen2"):
-        from spd_bench.tiny import tiny_model_dir
-
-        path = tiny_model_dir(cache_dir, spec.split("-", 1)[1])
+    if spec in BUILTIN_MODELS:
+        path = BUILTIN_MODELS.get(spec).folder(cache_dir, _organism_progress)
         return path, "built-in", f"{spec}@{_hash_folder(path)}"
     local = local_model_folder(spec)
     if local is not None:
@@ -95,6 +82,8 @@ def local_model_folder(spec: str) -> Path | None:
     return local.resolve()
 
 
+# The files that describe a model without its weights.
+DESCRIPTION_FILES = ["config.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json"]
 # Weights, config, tokenizer (including chat_template.jinja, where recent transformers writes
 # chat templates) and remote code: everything loading needs, nothing else.
 SNAPSHOT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py", "*.jinja"]
@@ -115,7 +104,6 @@ def hub_description(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
     from spd_bench.data.layers import hub_reachable, offline_mode
-    from spd_bench.model_info import DESCRIPTION_FILES
 
     try:
         return Path(snapshot_download(repo_id, allow_patterns=DESCRIPTION_FILES, local_files_only=True))
@@ -144,26 +132,10 @@ def _hub_snapshot(repo_id: str) -> tuple[Path, str, str]:
         folder = Path(snapshot_download(repo_id, allow_patterns=SNAPSHOT_PATTERNS))
     except Exception as exc:  # the hub client raises many kinds; all mean "not reachable/known"
         raise UserError(
-            f"cannot load model {repo_id!r}: not a local folder, a built-in ({', '.join(BUILTIN_MODELS)}), or a"
+            f"cannot load model {repo_id!r}: not a local folder, a built-in ({', '.join(BUILTIN_MODELS.names())}), or a"
             f" reachable hub model ({type(exc).__name__}); check the name or pass a local folder"
         ) from exc
     return folder, "hub", f"{repo_id}@{folder.name}"
-
-
-def load_tokenizer(path: Path) -> Any:
-    """A tokenizer saved as a plain fast tokenizer loads as one (AutoTokenizer may swap classes)."""
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    config_file = path / "tokenizer_config.json"
-    tokenizer_class = json.loads(config_file.read_text()).get("tokenizer_class") if config_file.exists() else None
-    if tokenizer_class in ("PreTrainedTokenizerFast", "TokenizersBackend"):
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    return tokenizer
 
 
 def load_model(spec: str, cache_dir: Path, device: str = "auto", dtype: str = "auto") -> LoadedModel:

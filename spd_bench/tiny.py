@@ -11,6 +11,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from spd_bench.builtin_models import BuiltinModel
+
 TINY_VERSION = 1
 _CORPUS = [
     "Q: Ann has 12 apples. She buys 7 more. How many apples? A: 12 + 7 = 19. #### 19",
@@ -45,7 +47,7 @@ def build_tiny_model(folder: Path, layout: str, seed: int = 0) -> None:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-    from spd_bench.models import load_tokenizer
+    from spd_bench.tokenization import load_tokenizer
 
     train_tiny_tokenizer(folder)
     tokenizer = load_tokenizer(folder)
@@ -73,11 +75,21 @@ def build_tiny_model(folder: Path, layout: str, seed: int = 0) -> None:
     model.save_pretrained(folder)
 
 
+def _folder(cache_dir: Path, layout: str) -> Path:
+    return Path(cache_dir) / "models" / f"tiny-{layout}-v{TINY_VERSION}"
+
+
+def _built(cache_dir: Path, layout: str) -> Path | None:
+    folder = _folder(cache_dir, layout)
+    return folder if (folder / "config.json").exists() else None
+
+
 def tiny_model_dir(cache_dir: Path, layout: str) -> Path:
     """Build once per cache (atomically), then reuse."""
-    final = Path(cache_dir) / "models" / f"tiny-{layout}-v{TINY_VERSION}"
-    if (final / "config.json").exists():
-        return final
+    existing = _built(cache_dir, layout)
+    if existing is not None:
+        return existing
+    final = _folder(cache_dir, layout)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".tiny-"))
     try:
@@ -87,3 +99,12 @@ def tiny_model_dir(cache_dir: Path, layout: str) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _tiny(layout: str, description: str) -> BuiltinModel:
+    return BuiltinModel(description=description, folder=lambda cache_dir, progress: tiny_model_dir(cache_dir, layout),
+                        built=lambda cache_dir: _built(cache_dir, layout))
+
+
+TINY_LLAMA = _tiny("llama", "a tiny random Llama-layout model with a locally trained tokenizer (for tests)")
+TINY_QWEN2 = _tiny("qwen2", "a tiny random Qwen2-layout model (biased k/v) with a locally trained tokenizer")

@@ -1,0 +1,23 @@
+"""The organism as a built-in model (spd_bench.builtin_models): built once per cache, planned from
+its recipe's shape before the first build."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spd_bench.builtin_models import BuiltinModel
+from spd_bench.organism.build import built_organism, organism_dir
+
+
+def _config() -> Any:
+    from spd_bench.organism.pretrain import ModelShape, model_config
+
+    return model_config(ModelShape(), vocab_size=800)
+
+
+ORGANISM = BuiltinModel(
+    description="the built-in small model trained on the synthetic suite (built on first use)",
+    folder=lambda cache_dir, progress: organism_dir(cache_dir, progress=progress),
+    built=built_organism,
+    config=_config,
+)
