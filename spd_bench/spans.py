@@ -16,7 +16,6 @@ from itertools import accumulate
 from typing import Any, Callable
 
 from spd_bench.errors import UserError
-from spd_bench.tasks import SPAN_RULES
 
 Range = tuple[int, int]
 
@@ -179,6 +178,7 @@ _RULES: dict[str, Callable[[str, str], list[Range]]] = {
     "code_return": _code_return,
     "full": _full,
 }
+SPAN_RULES = tuple(_RULES)  # the names a task or source definition may give as span_rule
 
 
 def span_char_ranges(rule: str, prompt: str, answer: str) -> list[Range]:

@@ -22,11 +22,11 @@ from typing import Any
 from spd_bench.errors import UserError
 from spd_bench.prompts import PROMPT_FORMATS
 from spd_bench.registry import Registry, resolve_ref, TASKS
+from spd_bench.spans import SPAN_RULES
 
 SOURCES: Registry[Any] = Registry("training source", "spd_bench.sources")
 
 KINDS = ("math", "multiple_choice", "code", "nll")
-SPAN_RULES = ("numeric_answer", "answer_letter", "code_return", "full")
 
 
 @dataclass(frozen=True)

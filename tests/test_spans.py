@@ -18,7 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from spd_bench.errors import UserError  # noqa: E402
 from spd_bench.spans import encode_example, encode_prompt, span_char_ranges  # noqa: E402
-from spd_bench.tasks import SPAN_RULES  # noqa: E402
+from spd_bench.spans import SPAN_RULES  # noqa: E402
 from gpt2_tokenizer import load_gpt2_tokenizer  # noqa: E402  (tests/ is on sys.path under pytest)
 
 HUMANEVAL_PROMPT = (
