@@ -9,28 +9,13 @@ an option letter for multiple choice.
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from spd_bench.answer_format import LETTERS, normalize_number
 from spd_bench.errors import UserError
 
 ANSWER_KINDS = ("math", "multiple_choice")
-LETTERS = "ABCDEFGHIJ"
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
-
-
-def normalize_number(text: str) -> str | None:
-    """``"$1,234.50."`` -> ``"1234.5"``; ``"16.0"`` -> ``"16"``; None when not a number."""
-    cleaned = text.strip().replace(",", "").replace("$", "").rstrip(".")
-    try:
-        value = Decimal(cleaned)
-    except InvalidOperation:
-        return None
-    if not value.is_finite():
-        return None
-    if value == value.to_integral_value():
-        return str(int(value))
-    return format(value.normalize(), "f")
 
 
 def extract_number(text: str) -> str | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spd_bench.errors import UserError
+from spd_bench.errors import UserError, did_you_mean
 from spd_bench.prompts import PROMPT_FORMATS
 
 
@@ -268,11 +268,8 @@ def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        import difflib
-
-        close = difflib.get_close_matches(unknown[0], known, n=1)
-        hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-        raise UserError(f"unknown config field {prefix}{unknown[0]}{hint}; known fields: {', '.join(sorted(known))}")
+        hint = did_you_mean(unknown[0], known, prefix)
+        raise UserError(f"unknown config field {prefix}{unknown[0]}: {hint}known fields: {', '.join(sorted(known))}")
     kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
     return cls(**kwargs)
 

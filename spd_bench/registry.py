@@ -8,7 +8,6 @@ file or module that registers with the decorator.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -16,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
-from spd_bench.errors import UserError
+from spd_bench.errors import UserError, did_you_mean
 
 T = TypeVar("T")
 
@@ -87,10 +86,8 @@ class Registry(Generic[T]):
         self._load_entry_points()
         if name in self._entries:
             return
-        close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
         raise UserError(
-            f"unknown {self.kind} {name!r}: {hint}known {self.kind}s: {', '.join(self.names())}"
+            f"unknown {self.kind} {name!r}: {did_you_mean(name, self._entries)}known {self.kind}s: {', '.join(self.names())}"
             f" (see `spd-bench list {self.kind}s`)"
         )
 

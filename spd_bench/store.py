@@ -22,6 +22,7 @@ import struct
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -37,19 +38,50 @@ _DIGESTS: dict[tuple[str, int, int, int], str] = {}  # (path, size, mtime_ns, in
 _PARSE_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see either the old content or the new, never a half."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see either the old content or the new, never a half.
+
+    The temporary name is unique and opened with "xb" (not mkstemp, whose files are private), so
+    the file gets the usual umask permissions and a shared cache stays readable by a team.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with open(tmp, "xb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def publish_folder(final: Path, build: Callable[[Path], None]) -> Path:
+    """Fill a fresh temporary sibling with ``build``, then rename it to ``final``.
+
+    Readers see the whole folder or none of it, a crash leaves only the temporary folder, and
+    when another process published ``final`` first, its copy is kept and this one discarded.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the cache may be shared
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 def ensure_writable(folder: Path, what: str, flag: str) -> None:

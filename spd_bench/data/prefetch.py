@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from spd_bench.data import layers, mirrors, real
 from spd_bench.errors import UserError
+from spd_bench.store import publish_folder
 
 REAL_EVAL = "spd_bench.data.real:load_eval_set"
 REAL_SOURCE = "spd_bench.data.real:load_training_source"
@@ -38,14 +36,7 @@ def save_hub_split(split: layers.HubSplit, cache_dir: Path) -> tuple[bool, str]:
         data = load_dataset(split.path, split.name, split=split.split)
     except Exception as exc:  # datasets raises many kinds for missing, gated or unreachable data
         return False, f"{split.label()}: not loaded ({(str(exc).splitlines() or [type(exc).__name__])[0]})"
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".save-"))
-    try:
-        data.save_to_disk(str(tmp / "split"))
-        if not folder.exists():
-            os.rename(tmp / "split", folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish_folder(folder, lambda tmp: data.save_to_disk(str(tmp)))
     return True, f"{split.label()}: saved ({len(data)} rows)"
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from spd_bench.data import layers, mirrors
+from spd_bench.answer_format import LETTERS, normalize_number
 from spd_bench.errors import UserError
 from spd_bench.tasks import DataContext, LoadedData, LoadedSource, SourceSpec, TaskSpec
 
@@ -34,12 +35,7 @@ Row = dict[str, Any]
 
 def _number(text: str) -> str:
     """``"1,234"`` -> ``"1234"``, ``34.0`` -> ``"34"``: labels as lm-eval's exact match compares them."""
-    value = str(text).strip().replace(",", "")
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return str(int(number)) if number.is_integer() else repr(number)
+    return normalize_number(str(text)) or str(text).strip().replace(",", "")
 
 
 def _word_problem(row: Row, question: str, solution: str, label: str) -> Row:
@@ -90,8 +86,6 @@ def mbpp_item(row: Row) -> Row:
     return {"id": row["id"], "prompt": mbpp_prompt(row["text"], row["test_list"][0]),
             "answer": row["code"].replace("\r\n", "\n").rstrip(), "label": None}
 
-
-LETTERS = "ABCDEFGHIJ"
 
 
 def mmlu_item(row: Row) -> Row:

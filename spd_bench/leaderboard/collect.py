@@ -7,14 +7,13 @@ because its per-item scores live in a samples file beside it.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from spd_bench.errors import UserError
+from spd_bench.errors import UserError, did_you_mean
 from spd_bench.results import EvalSettings, ResultRecord, load_item_scores, load_record, record_files
 
 DOMAINS = ("in", "out")
@@ -55,9 +54,7 @@ def load_stored(results_dir: Path) -> list[StoredRecord]:
 def _check_names(kind: str, wanted: Iterable[str] | None, known: set[str]) -> None:
     for name in wanted or ():
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise UserError(f"no records for {kind} {name!r}: {hint}the results have {', '.join(sorted(known))}")
+            raise UserError(f"no records for {kind} {name!r}: {did_you_mean(name, known)}the results have {', '.join(sorted(known))}")
 
 
 def select(

@@ -8,9 +8,7 @@ half a table and an interrupted run leaves the previous file intact.
 
 from __future__ import annotations
 
-import os
 import re
-import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -27,21 +25,10 @@ from spd_bench.leaderboard.compare import (
 )
 from spd_bench.leaderboard.display import MISSING, CellText, cell_text, summary_header, summary_text
 from spd_bench.leaderboard.table import DOMAIN_TITLES, Leaderboard, ModelTable
+from spd_bench.store import atomic_write_bytes
 
 CSV_DECIMALS = 4
 COMPARISONS_CSV = "leaderboard_vs_raw_sd.csv"  # beside leaderboard.csv: every paired comparison
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    # A unique name opened with "xb" (not mkstemp) so the file gets the usual umask permissions.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # Markdown -------------------------------------------------------------------------------------
@@ -361,10 +348,10 @@ def write_outputs(board: Leaderboard, out_dir: Path, formats: list[str]) -> dict
     written = {}
     for name in formats:
         path = out_dir / f"leaderboard.{name}"
-        write_atomic(path, RENDERERS[name](board))
+        atomic_write_bytes(path, RENDERERS[name](board))
         written[name] = path
         if name in COMPANIONS:
             file_name, render = COMPANIONS[name]
-            write_atomic(out_dir / file_name, render(board))
+            atomic_write_bytes(out_dir / file_name, render(board))
             written[file_name] = out_dir / file_name
     return written
