@@ -29,6 +29,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 
 TYPE_CHECKING = False  # typing costs a few milliseconds in every candidate batch; annotations only need it here
@@ -420,8 +421,13 @@ def run_candidates(jobs: Any) -> None:
     answers = _private_stdout()
     settings = json.loads(jobs.readline())
     utils = _evalplus_utils(settings["evalplus_utils"])
-    own = [[os.getcwd(), "read"], [os.environ.get("TMPDIR", os.getcwd()), "read"]]
-    ruleset = _read_ruleset(settings["readable"] + own)
+    # Temporary files go into the run's own folder: a read grant on TMPDIR itself could cover
+    # more (under bubblewrap /tmp also holds the mount points of the bound host folders, such as
+    # a checkout and its environment that live under /tmp).
+    private_tmp = os.path.join(os.getcwd(), ".tmp")
+    os.makedirs(private_tmp, exist_ok=True)
+    os.environ["TMPDIR"] = tempfile.tempdir = private_tmp
+    ruleset = _read_ruleset(settings["readable"] + [[os.getcwd(), "read"]])
     sys.path.extend(settings["site_paths"])
     for name in settings["preload"]:
         try:
