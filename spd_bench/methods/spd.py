@@ -1,9 +1,9 @@
 """``spd``: Self-Policy Distillation (arXiv 2605.22675), and its control ``spd_random``.
 
 Phase 1 (prepare): gradients of the loss on correctness-defining tokens of 50 labelled
-calibration examples give a K/V subspace per target layer. Phase 2 (generation_model): the
+calibration examples give a K/V subspace per target layer. Phase 2 (generation_handle): the
 model samples its training data with K and V projected onto that subspace (folded into the
-k_proj/v_proj weights by default, or with hooks). Phase 3: LoRA on the original, unprojected
+k_proj/v_proj weights by default, or with hooks; the backend applies them). Phase 3: LoRA on the original, unprojected
 model over prompt + completion. Defaults are the paper's (docs/spd-method.md).
 """
 
@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from spd_bench.backends.protocol import ProjectedHandle
 from spd_bench.engine.finetune import TrainSpec
 from spd_bench.errors import UserError
 from spd_bench.methods.protocol import Method, MethodContext
@@ -138,19 +139,11 @@ class SPD(Method):
         save_projectors(projectors, out_dir / PROJECTORS_FILE)
         return {"projectors": projectors.metadata(), "calibration_ids": [i["id"] for i in ctx.data.calibration[: self.options.n_calibration]]}
 
-    @contextlib.contextmanager
-    def generation_model(self, ctx: MethodContext) -> Iterator[Any]:
-        from spd_bench.engine.extract import load_projectors
-        from spd_bench.engine.projection import folded_copy, projected
-
+    def generation_handle(self, ctx: MethodContext) -> ProjectedHandle:
+        """The base model with the prepared projectors, folded or hooked as the options say."""
         assert ctx.prepared is not None
-        projectors = load_projectors(ctx.prepared / PROJECTORS_FILE)
-        model = ctx.model.model
-        if self.options.generation == "fold":
-            yield folded_copy(model, projectors)
-        else:
-            with projected(model, projectors) as hooked:
-                yield hooked
+        mode = "hooks" if self.options.generation == "hooks" else "fold"  # validated by SPDOptions.check
+        return ProjectedHandle(ctx.prepared / PROJECTORS_FILE, mode=mode)
 
     def train_spec(self, ctx: MethodContext) -> TrainSpec:
         return TrainSpec(loss_on=self.options.loss_on)

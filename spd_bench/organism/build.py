@@ -173,12 +173,11 @@ def check_accuracy(model: Any, tokenizer: Any, family: str, items: list[dict[str
         return 0.0
     if family == "mc":
         return sum(_mc_choice(model, tokenizer, item) == item["gold"] for item in items) / len(items)
-    from spd_bench.engine.generate import generate_completions
+    from spd_bench.backends import BASE, GenerationPlan
+    from spd_bench.backends.hf import HFBackend
 
-    completions = generate_completions(
-        model, tokenizer, [item["prompt"] for item in items], max_new_tokens=_MAX_NEW_TOKENS[family],
-        batch_size=64, stop=_STOP[family],
-    )
+    plan = GenerationPlan(max_new_tokens=_MAX_NEW_TOKENS[family], batch_size=64, stop=tuple(_STOP[family]))
+    completions = [texts[0] for texts in HFBackend(model, tokenizer).generate(BASE, [item["prompt"] for item in items], plan)]
     if family == "math":
         found = [_FINAL.search(text) for text in completions]
         return sum(m is not None and m.group(1) == item["label"] for m, item in zip(found, items)) / len(items)

@@ -1,7 +1,8 @@
 """Scoring: every model is scored through lm-eval, EvalPlus or reference NLL.
 
-A scorer takes a model (or stored completions) and a task's items and returns a ScoreOutput.
-Scorers are looked up by the name in a task definition; none of them imports methods.
+A scorer takes a model, as a backend and a handle (``spd_bench.backends``), or stored
+completions, and a task's items, and returns a ScoreOutput. Scorers are looked up by the name in
+a task definition; none of them imports methods, and none runs a model except through its backend.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class ScoreSettings:
     """How to score: shared by `run` and `score` so both take exactly the same path."""
 
     batch_size: int = 32
-    device: str = "cpu"  # set by the engine to the loaded model's device
+    device: str = "cpu"  # set by the engine to the backend's device
     max_new_tokens: int = 256
     temperature: float = 0.0  # evaluation decoding; 0 = greedy
     n_samples: int = 1  # > 1 gives pass@k for code (config: score.n_samples)

@@ -18,7 +18,7 @@ import re
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spd_bench.errors import UserError
 from spd_bench.prompts import PLAIN_PROMPT
@@ -37,6 +37,9 @@ from spd_bench.scoring.verdict import (
     own_folder,
     reference_outputs,
 )
+
+if TYPE_CHECKING:
+    from spd_bench.backends.protocol import Backend, Handle
 
 DATASETS = ("humaneval", "mbpp")
 SANITIZER_MEMORY_MB = 2048  # EvalPlus's sanitizer imports evalplus.data (datasets, numpy): about 1.5 GB mapped
@@ -300,30 +303,32 @@ class EvalPlusScorer:
     """pass@1 on base tests (and on base + plus tests where plus inputs exist), pass@k for n > 1."""
 
     def score_model(
-        self, model: Any, tokenizer: Any, task: Any, items: list[dict[str, Any]], settings: ScoreSettings
+        self, backend: Backend, handle: Handle, task: Any, items: list[dict[str, Any]], settings: ScoreSettings
     ) -> ScoreOutput:
-        """Generate ``settings.n_samples`` completions per item (seed 0, no top-p/top-k cut), then score them."""
+        """Generate ``settings.n_samples`` completions per item (seed 0, no top-p/top-k cut), then score them.
+
+        The n copies of each prompt go through one seeded pass together (not n passes), as they
+        always have, so stored pass@k results reproduce.
+        """
         _require_permission(settings)  # before generating, not after
         n = settings.n_samples
         if n < 1:
             raise UserError(f"n_samples must be at least 1, got {n}")
         if n > 1 and settings.temperature <= 0:
             raise UserError("n_samples > 1 needs sampling: set a temperature above 0 (greedy samples are identical)")
-        from spd_bench.engine.generate import generate_completions
+        from spd_bench.backends.protocol import GenerationPlan
 
         prompts = [item["prompt"] for item in items for _ in range(n)]
-        completions = generate_completions(
-            model,
-            tokenizer,
-            prompts,
+        plan = GenerationPlan(
             max_new_tokens=settings.max_new_tokens,
             temperature=settings.temperature,
             top_p=1.0,
             top_k=0,
             batch_size=settings.batch_size,
             seed=0,
-            stop=list(task.stop),
+            stop=tuple(task.stop),
         )
+        completions = [texts[0] for texts in backend.generate(handle, prompts, plan)]
         responses = {_item_id(item): completions[i * n : (i + 1) * n] for i, item in enumerate(items)}
         return self.score_responses(task, items, responses, settings)
 

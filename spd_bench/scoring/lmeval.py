@@ -1,7 +1,8 @@
 """Scoring through lm-eval's ``simple_evaluate``, with task configs built from spd-bench tasks.
 
 Items are written to a local JSONL file and lm-eval reads them with ``dataset_path: json``;
-the in-memory model (PEFT-wrapped included) is passed as ``HFLM(pretrained=model)``. Stored
+the model comes from its backend's ``lm_eval_model`` (for Hugging Face, lm-eval's own HF model
+on the in-memory model, adapter attached). Stored
 responses are scored through the same path by ``ReplayLM``, which answers lm-eval's requests
 from a file instead of a model.
 """
@@ -11,13 +12,15 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spd_bench.config import stable_hash
 from spd_bench.errors import UserError
 from spd_bench.scoring import ScoreOutput, ScoreSettings
+
+if TYPE_CHECKING:
+    from spd_bench.backends.protocol import Backend, Handle
 
 # Answer extraction per answer format (a task's ``options.answer_format``). "numeric" uses
 # lm-eval's own GSM8K filters: strict reads '#### n', flexible the last number.
@@ -208,10 +211,13 @@ class _LMEvalScorer:
     def per_item(self, samples: list[dict[str, Any]], primary: str) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    def score_model(self, model: Any, tokenizer: Any, task: Any, items: list[dict[str, Any]], settings: ScoreSettings) -> ScoreOutput:
+    def score_model(
+        self, backend: Backend, handle: Handle, task: Any, items: list[dict[str, Any]], settings: ScoreSettings
+    ) -> ScoreOutput:
+        """Score ``handle`` through the lm-eval model its backend provides."""
         _quiet_lm_eval()
-        lm = _make_hflm_class()(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size, max_length=_max_length(model))
-        return self._run(lm, task, items, settings)
+        with backend.lm_eval_model(handle, batch_size=settings.batch_size) as lm:
+            return self._run(lm, task, items, settings)
 
     def score_responses(self, task: Any, items: list[dict[str, Any]], responses: dict[str, list[str]], settings: ScoreSettings) -> ScoreOutput:
         return self._run(ReplayLM(items, responses), task, items, settings)
@@ -263,42 +269,10 @@ class LMEvalMultipleChoice(_LMEvalScorer):
         return rows
 
 
-def _max_length(model: Any) -> int:
-    config = getattr(model, "config", None)
-    return int(getattr(config, "max_position_embeddings", 2048) or 2048)
-
-
 def _version() -> str:
     from importlib.metadata import version
 
     return version("lm_eval")
-
-
-@functools.cache
-def _make_hflm_class() -> type:
-    from lm_eval.models.huggingface import HFLM
-
-    class _HFLM(HFLM):
-        """lm-eval's HF model, with progress bars that obey TQDM_DISABLE.
-
-        lm-eval passes ``disable=`` to its bars explicitly, which tqdm lets win over the
-        environment; the CLI sets TQDM_DISABLE for --quiet and for output that is not a terminal.
-        """
-
-        def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-            return super().loglikelihood(requests, disable_tqdm=disable_tqdm or _bars_disabled())
-
-        def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
-            return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm or _bars_disabled())
-
-        def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-            return super().generate_until(requests, disable_tqdm=disable_tqdm or _bars_disabled())
-
-    return _HFLM
-
-
-def _bars_disabled() -> bool:
-    return os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
 
 
 @functools.cache
