@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spd_bench.scoring.evalplus import build_programs, code_problem
+from spd_bench.scoring.evalplus_scorer import build_programs, code_problem
 from spd_bench.scoring.verdict import TimeLimits, judge_candidates, own_folder, reference_outputs
 
 REFERENCE_TIMEOUT_S = 10.0  # per problem, for the reference solutions' own run

@@ -16,9 +16,9 @@ from typing import Any
 
 from spd_baselines.curated import CuratedOptions, CuratedSD
 from spd_baselines.exec_check import check_problems
+from spd_bench.api import MethodContext, Sample
 from spd_bench.errors import UserError
-from spd_bench.methods.protocol import MethodContext, Sample
-from spd_bench.scoring.evalplus import evalplus_dataset
+from spd_bench.scoring.evalplus_scorer import evalplus_dataset
 from spd_bench.scoring.verdict import TimeLimits
 
 REQUIRED_FIELDS = ("prompt", "entry_point", "canonical_solution", "base_input")

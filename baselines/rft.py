@@ -12,8 +12,8 @@ from typing import Any
 
 from spd_baselines.answers import final_answer, reference_answer, require_answer_kind
 from spd_baselines.curated import CuratedSD
+from spd_bench.api import MethodContext, Sample
 from spd_bench.errors import UserError
-from spd_bench.methods.protocol import MethodContext, Sample
 
 
 class RFT(CuratedSD):

@@ -12,7 +12,7 @@ from typing import Any
 
 from spd_baselines.answers import final_answer, require_answer_kind
 from spd_baselines.curated import CuratedSD
-from spd_bench.methods.protocol import MethodContext, Sample
+from spd_bench.api import MethodContext, Sample
 
 
 class SelfConsistency(CuratedSD):

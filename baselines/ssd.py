@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from spd_bench.engine.finetune import TrainSpec
+from spd_bench.api import Method, MethodContext, Sample, SamplingPlan, TrainSpec
 from spd_bench.errors import UserError
-from spd_bench.methods.protocol import Method, MethodContext, Sample, SamplingPlan
 
 
 @dataclass

@@ -30,9 +30,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from spd_bench.engine.extract import extract_projectors, random_projectors  # noqa: E402
-from spd_bench.engine.kv_layout import resolve_layers  # noqa: E402
-from spd_bench.engine.projection import folded_copy, projected  # noqa: E402
+from spd_bench.spd.extract import extract_projectors, random_projectors  # noqa: E402
+from spd_bench.spd.kv_layout import resolve_layers  # noqa: E402
+from spd_bench.spd.projection import folded_copy, projected  # noqa: E402
 from spd_bench.spans import EncodedExample  # noqa: E402
 
 VOCAB = 4096

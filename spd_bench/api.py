@@ -19,14 +19,14 @@ from spd_bench.backends.protocol import (
     ProjectedHandle,
     truncate_at_stop,
 )
-from spd_bench.engine.finetune import TrainSpec
+from spd_bench.method import TrainSpec
 from spd_bench.errors import UserError
-from spd_bench.methods.protocol import Method, MethodContext, Sample, SamplingPlan
+from spd_bench.method import Method, MethodContext, Sample, SamplingPlan, TrainSpec, make_method
 from spd_bench.registry import METHODS
 from spd_bench.scoring import ScoreOutput, ScoreSettings
 
 __all__ = [
     "BACKENDS", "BASE", "METHODS", "AdapterHandle", "Backend", "BackendFactory", "BaseHandle", "GenerationPlan",
     "Handle", "Loglikelihood", "Method", "MethodContext", "ProjectedHandle", "Sample", "SamplingPlan",
-    "ScoreOutput", "ScoreSettings", "TrainSpec", "UserError", "truncate_at_stop",
+    "ScoreOutput", "ScoreSettings", "TrainSpec", "UserError", "make_method", "truncate_at_stop",
 ]

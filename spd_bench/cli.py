@@ -209,7 +209,6 @@ def _list(args: argparse.Namespace, console: Any) -> int:
         for group, members in sorted(groups().items()):
             console.print(f"group [bold]{group}[/bold]: {', '.join(members)}")
         return 0
-    import spd_bench.methods  # noqa: F401
     from spd_bench.registry import METHODS
 
     table = Table(title="methods")

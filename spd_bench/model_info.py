@@ -76,7 +76,7 @@ def model_info(spec: str, cache_dir: Path) -> ModelInfo:
     from torch import nn
     from transformers import AutoModelForCausalLM
 
-    from spd_bench.engine.kv_layout import kv_modules
+    from spd_bench.spd.kv_layout import kv_modules
 
     folder = description_folder(spec, Path(cache_dir))
     config = _config(spec, folder)

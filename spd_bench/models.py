@@ -103,7 +103,7 @@ def hub_description(repo_id: str) -> Path:
     """
     from huggingface_hub import snapshot_download
 
-    from spd_bench.data.layers import hub_reachable, offline_mode
+    from spd_bench.hub import hub_reachable, offline_mode
 
     try:
         return Path(snapshot_download(repo_id, allow_patterns=DESCRIPTION_FILES, local_files_only=True))

@@ -127,4 +127,8 @@ def load_plugin(spec: str) -> None:
 
 
 METHODS: Registry[Any] = Registry("method", "spd_bench.methods")
+METHODS.register("base", "spd_bench.methods.base:Base")
+METHODS.register("raw_sd", "spd_bench.methods.raw_sd:RawSD")
+METHODS.register("spd", "spd_bench.methods.spd:SPD")
+METHODS.register("spd_random", "spd_bench.methods.spd:SPDRandom")
 TASKS: Registry[Any] = Registry("task", "spd_bench.tasks")

@@ -53,7 +53,7 @@ def adapter(hf: HFBackend, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def projectors(hf: HFBackend, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from spd_bench.engine.extract import random_projectors, save_projectors
+    from spd_bench.spd.extract import random_projectors, save_projectors
 
     path = tmp_path_factory.mktemp("projectors") / "projectors.safetensors"
     save_projectors(random_projectors(hf.model, [0, 1], rank=None, project="both", seed=3, rank_fraction=0.25), path)

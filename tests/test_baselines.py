@@ -22,8 +22,8 @@ from spd_baselines.exec_check import check_problem
 from spd_baselines.ssd import drop_short
 from spd_bench.config import RunConfig
 from spd_bench.errors import UserError
-from spd_bench.methods import make_method
-from spd_bench.methods.protocol import MethodContext, Sample
+from spd_bench.method import make_method
+from spd_bench.method import MethodContext, Sample
 from spd_bench.tasks import LoadedSource, SourceSpec
 
 CHOICES = ["31", "26", "25", "28"]  # "What is 7 + 19?": B is right
@@ -236,7 +236,7 @@ def test_check_problem_matches_exceptions_and_flags_a_broken_reference(tmp_path)
 def test_exec_filter_keeps_what_the_evalplus_scorer_passes(tmp_path):
     """One definition of "pass": the filter keeps exactly the samples whose score is 1."""
     from spd_bench.scoring import ScoreSettings
-    from spd_bench.scoring.evalplus import EvalPlusScorer
+    from spd_bench.scoring.evalplus_scorer import EvalPlusScorer
     from spd_bench.tasks import TaskSpec
 
     items = [code_item("add", "    return a + b\n", [[1, 2], [3, 4], [0.5, 0.25]]),

@@ -18,8 +18,8 @@ from spd_bench.backends import BASE, GenerationPlan
 from spd_bench.errors import UserError
 from spd_bench.scoring import ScoreOutput, ScoreSettings
 from spd_bench.scoring._evalplus_worker import decode_value, has_tags
-from spd_bench.scoring.evalplus import EvalPlusScorer, pass_at_k
-from spd_bench.scoring.evalplus_convert import humaneval_to_evalplus, mbpp_to_evalplus
+from spd_bench.scoring.evalplus_scorer import EvalPlusScorer, pass_at_k
+from spd_bench.data.code_convert import humaneval_to_evalplus, mbpp_to_evalplus
 from spd_bench.scoring.sandbox import run_python
 from spd_bench.scoring.verdict import VERDICT
 from spd_bench.tasks import TaskSpec

@@ -12,7 +12,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from spd_bench.engine.extract import (  # noqa: E402
+from spd_bench.spd.extract import (  # noqa: E402
     GramAccumulator,
     example_gradients,
     extract_projectors,
@@ -23,7 +23,7 @@ from spd_bench.engine.extract import (  # noqa: E402
     save_projectors,
     target_positions,
 )
-from spd_bench.engine.kv_layout import kv_modules  # noqa: E402
+from spd_bench.spd.kv_layout import kv_modules  # noqa: E402
 from spd_bench.errors import UserError  # noqa: E402
 from spd_bench.spans import EncodedExample  # noqa: E402
 from tiny_models import KV_WIDTH, random_ids, tiny_model  # noqa: E402  (tests/ is on sys.path under pytest)

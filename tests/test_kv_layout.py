@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import AutoModelForCausalLM, GPT2Config  # noqa: E402
 
-from spd_bench.engine.kv_layout import LAYOUTS, base_linear, kv_modules, resolve_layers  # noqa: E402
+from spd_bench.spd.kv_layout import LAYOUTS, base_linear, kv_modules, resolve_layers  # noqa: E402
 from spd_bench.errors import UserError  # noqa: E402
 from tiny_models import KV_WIDTH, tiny_model  # noqa: E402  (tests/ is on sys.path under pytest)
 

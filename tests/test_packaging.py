@@ -24,6 +24,8 @@ def test_wheel_installs_and_works_outside_the_checkout(tmp_path: Path):
     (wheel,) = wheels.glob("spd_bench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "spd_bench/task_defs/gsm8k.yaml" in names and "spd_baselines/ssd.py" in names
+    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "spd_bench").rglob("*.py")}
+    assert modules <= set(names), f"not in the wheel (add the package to pyproject.toml): {sorted(modules - set(names))}"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)
     code = (
@@ -33,7 +35,6 @@ def test_wheel_installs_and_works_outside_the_checkout(tmp_path: Path):
         "assert expand_tasks(['paper']) == ['bbh', 'codealpaca', 'gsm8k', 'mbpp', 'mmlu', 'svamp'], expand_tasks(['paper'])\n"
         "assert get_task('humaneval').training_source == 'mbpp_train'\n"
         "from spd_bench.registry import METHODS\n"
-        "import spd_bench.methods\n"
         "assert METHODS.source('ssd') == 'baselines' and METHODS.get('ssd').name == 'ssd'\n"
         "print('ok')\n"
     )

@@ -151,7 +151,7 @@ def test_two_layers_collapse_is_said_at_plan_time(model_cache: Path) -> None:
 
 
 def test_the_two_readings_of_the_papers_layers() -> None:
-    from spd_bench.engine.kv_layout import resolve_layers
+    from spd_bench.spd.kv_layout import resolve_layers
 
     assert resolve_layers("last_mid", 24) == [12, 23]  # Qwen2.5-0.5B, 0-based reading of floor(L/2)
     assert resolve_layers("last_mid_1based", 24) == [11, 23]  # the 1-based pair converted literally

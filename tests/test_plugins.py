@@ -20,7 +20,7 @@ DIST = "spd-example-plugin"
 
 PLUGIN_MODULE = '''
 """A method shipped by another distribution; spd-bench finds it through the entry point alone."""
-from spd_bench.methods.protocol import Method
+from spd_bench.method import Method
 
 
 class NonEmptySD(Method):

@@ -14,9 +14,9 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, GPT2Config  # noqa: E402
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb  # noqa: E402
 
-from spd_bench.engine.extract import Projectors, random_projectors  # noqa: E402
-from spd_bench.engine.kv_layout import kv_modules  # noqa: E402
-from spd_bench.engine.projection import fold_projection, folded_copy, projected  # noqa: E402
+from spd_bench.spd.extract import Projectors, random_projectors  # noqa: E402
+from spd_bench.spd.kv_layout import kv_modules  # noqa: E402
+from spd_bench.spd.projection import fold_projection, folded_copy, projected  # noqa: E402
 from spd_bench.errors import UserError  # noqa: E402
 from tiny_models import KV_WIDTH, random_ids, tiny_model  # noqa: E402  (tests/ is on sys.path under pytest)
 

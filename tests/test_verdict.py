@@ -23,7 +23,7 @@ import pytest
 from spd_bench.errors import UserError
 from spd_bench.scoring import ScoreOutput, ScoreSettings
 from spd_bench.scoring import verdict as verdict_module
-from spd_bench.scoring.evalplus import EvalPlusScorer, code_problem
+from spd_bench.scoring.evalplus_scorer import EvalPlusScorer, code_problem
 from spd_bench.scoring.sandbox import landlock_abi, run_sandboxed
 from spd_bench.scoring.verdict import VERDICT, TimeLimits, judge_candidates, outputs_match, reference_outputs
 from spd_bench.tasks import TaskSpec

@@ -84,8 +84,8 @@ class HFBackend:
             finally:
                 peft_model.unload()
         elif isinstance(handle, ProjectedHandle):
-            from spd_bench.engine.extract import load_projectors
-            from spd_bench.engine.projection import folded_copy, projected
+            from spd_bench.spd.extract import load_projectors
+            from spd_bench.spd.projection import folded_copy, projected
 
             projectors = load_projectors(handle.projectors)
             if handle.mode == "fold":

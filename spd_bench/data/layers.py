@@ -12,21 +12,17 @@ does exist is split by a hash of each item id into disjoint train / calibration 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from spd_bench.errors import UserError
+from spd_bench.hub import hub_reachable, offline_mode
 
 LOCAL, HUB, MIRROR = "local", "hub", "offline-mirror"
-PROBE_TIMEOUT_S = 3.0
-_TRUE = {"1", "true", "yes", "on"}
 
 
 # ---- local files -----------------------------------------------------------------------------
@@ -95,22 +91,6 @@ class HubSplit:
     def folder(self, cache_dir: Path) -> Path:
         """Where prefetch saves this split (``datasets.save_to_disk``)."""
         return Path(cache_dir) / "datasets" / self.path.replace("/", "__") / (self.name or "default") / self.split
-
-
-def offline_mode() -> bool:
-    return any(os.environ.get(var, "").strip().lower() in _TRUE for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
-
-
-@functools.lru_cache(maxsize=None)
-def hub_reachable() -> bool:
-    """Whether a TCP connection to the hub endpoint opens within a few seconds (asked once per process)."""
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        socket.create_connection((endpoint.hostname or "", port), timeout=PROBE_TIMEOUT_S).close()
-    except OSError:
-        return False
-    return True
 
 
 def load_hub(split: HubSplit, cache_dir: Path) -> tuple[list[dict[str, Any]] | None, str]:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from spd_bench.data import layers, mirrors, real
 from spd_bench.errors import UserError
+from spd_bench.hub import hub_reachable, offline_mode
 from spd_bench.store import publish_folder
 
 REAL_EVAL = "spd_bench.data.real:load_eval_set"
@@ -28,7 +29,7 @@ def save_hub_split(split: layers.HubSplit, cache_dir: Path) -> tuple[bool, str]:
     folder = split.folder(cache_dir)
     if (folder / "dataset_info.json").is_file():
         return True, f"{split.label()}: already cached"
-    if not layers.offline_mode() and not layers.hub_reachable():
+    if not offline_mode() and not hub_reachable():
         return False, f"{split.label()}: hub unreachable"
     from datasets import load_dataset
 

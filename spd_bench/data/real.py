@@ -78,7 +78,7 @@ def humaneval_item(row: Row) -> Row:
 
 
 def mbpp_prompt(text: str, first_test: str) -> str:
-    """MBPP+'s prompt: the task text and one example assert in a docstring (as evalplus_convert writes it)."""
+    """MBPP+'s prompt: the task text and one example assert in a docstring (as code_convert writes it)."""
     return f'"""\n{text}\n{first_test}\n"""\n'
 
 
@@ -408,7 +408,7 @@ def _to_items(bench: Benchmark, rows: Rows, where: str) -> list[Row]:
 # ---- EvalPlus problems (cached: recording inputs runs every problem's tests once) -------------
 
 def _code_items(bench: Benchmark, rows: Rows, cache_dir: Path) -> tuple[list[Row], dict[str, Any]]:
-    from spd_bench.scoring import evalplus_convert
+    from spd_bench.data import code_convert
 
     if rows.items:
         problems = rows.rows
@@ -417,13 +417,13 @@ def _code_items(bench: Benchmark, rows: Rows, cache_dir: Path) -> tuple[list[Row
         if lacking:
             raise UserError(f"{rows.details['path']}: EvalPlus problems need {', '.join(needed)}; a row lacks {lacking}")
     else:
-        converter_source = Path(evalplus_convert.__file__).read_text(encoding="utf-8")
+        converter_source = Path(code_convert.__file__).read_text(encoding="utf-8")
         key = hashlib.sha256(json.dumps([converter_source, rows.rows], sort_keys=True, default=str).encode()).hexdigest()[:16]
         path = Path(cache_dir) / "data" / "evalplus" / f"{bench.name}-{key}.json"
         if path.is_file():
             problems = json.loads(path.read_text(encoding="utf-8"))
         else:
-            convert = evalplus_convert.mbpp_to_evalplus if bench.code == "mbpp" else evalplus_convert.humaneval_to_evalplus
+            convert = code_convert.mbpp_to_evalplus if bench.code == "mbpp" else code_convert.humaneval_to_evalplus
             problems = convert(rows.rows, workdir=Path(cache_dir) / "scratch")
             from spd_bench.store import atomic_write_text
 

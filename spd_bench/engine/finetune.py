@@ -8,18 +8,11 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from spd_bench.config import TrainConfig
-
-
-@dataclass
-class TrainSpec:
-    """What a method asks of fine-tuning on top of the shared TrainConfig."""
-
-    loss_on: str = "all"  # all | completion
+from spd_bench.method import TrainSpec
 
 
 def _batches(encoded: list[tuple[list[int], int]], batch_size: int, rng: random.Random) -> list[list[int]]:

@@ -171,7 +171,7 @@ class Pipeline:
         return path
 
     def _context(self, cell: Cell, prepared: Path | None) -> Any:
-        from spd_bench.methods.protocol import MethodContext
+        from spd_bench.method import MethodContext
 
         return MethodContext(
             load_model=lambda: self.loaded, source=self.plan.sources[cell.source], data=self.source_data(cell.source),
@@ -242,7 +242,7 @@ class Pipeline:
         curate_key = stage_key("curate", STAGE_VERSIONS["curate"], method_id, {"sample": sample_key.key})
 
         def build_curated(out: Path) -> dict[str, Any]:
-            from spd_bench.methods.protocol import Sample
+            from spd_bench.method import Sample
 
             samples = [Sample(**row) for row in _read_jsonl(sample_dir / "samples.jsonl")]
             kept = method.curate(samples, ctx)

@@ -53,8 +53,7 @@ def _domains(tasks: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
 
 def make_plan(config: RunConfig) -> Plan:
     """Resolve names, options and gates; raises UserError on anything a user must fix."""
-    import spd_bench.methods  # noqa: F401  (registers the built-in methods)
-    from spd_bench.methods import make_method
+    from spd_bench.method import make_method
     from spd_bench.tasks import expand_tasks, get_source, get_task
 
     for name in config.methods:

@@ -1,6 +1,6 @@
 """``base``: the model as it is; nothing is trained. Its scores are computed once and shared."""
 
-from spd_bench.methods.protocol import Method
+from spd_bench.method import Method
 
 
 class Base(Method):

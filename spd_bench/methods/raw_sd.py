@@ -4,7 +4,7 @@ It is SPD without the projection: same decoding, same corpus size, same fine-tun
 difference between the two isolates the effect of steering generation.
 """
 
-from spd_bench.methods.protocol import Method
+from spd_bench.method import Method
 
 
 class RawSD(Method):

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from spd_bench.backends.protocol import ProjectedHandle
-from spd_bench.engine.finetune import TrainSpec
+from spd_bench.method import TrainSpec
 from spd_bench.errors import UserError
-from spd_bench.methods.protocol import Method, MethodContext
+from spd_bench.method import Method, MethodContext
 
 PROJECTORS_FILE = "projectors.safetensors"
 
@@ -35,8 +35,8 @@ class SPDOptions:
 
     def check(self, where: str) -> None:
         """Refuse out-of-range values at plan time (``where`` is e.g. method_options.spd)."""
-        from spd_bench.engine.extract import LOSS_CHOICES, PROJECT_CHOICES
-        from spd_bench.engine.kv_layout import LAYER_CHOICES
+        from spd_bench.spd.extract import LOSS_CHOICES, PROJECT_CHOICES
+        from spd_bench.spd.kv_layout import LAYER_CHOICES
 
         if not 0 < self.rank_fraction <= 1:
             raise UserError(f"{where}.rank_fraction = {self.rank_fraction!r} is out of range: allowed (0, 1]; the paper uses 0.5")
@@ -79,8 +79,8 @@ class SPD(Method):
 
     def validate_model(self, info: Any) -> list[str]:
         """Check the options against the model's shape (from its config, no weights); return notes."""
-        from spd_bench.engine.extract import resolve_rank
-        from spd_bench.engine.kv_layout import resolve_layers
+        from spd_bench.spd.extract import resolve_rank
+        from spd_bench.spd.kv_layout import resolve_layers
 
         if info.kv_error:
             raise UserError(f"{self.name} cannot run on {info.name}: {info.kv_error}")
@@ -118,7 +118,7 @@ class SPD(Method):
         ]
 
     def build_projectors(self, ctx: MethodContext, layers: list[int]) -> Any:
-        from spd_bench.engine.extract import extract_projectors
+        from spd_bench.spd.extract import extract_projectors
 
         opts = self.options
         examples = self.calibration_examples(ctx)
@@ -130,8 +130,8 @@ class SPD(Method):
             )
 
     def prepare(self, ctx: MethodContext, out_dir: Path) -> dict[str, Any]:
-        from spd_bench.engine.extract import save_projectors
-        from spd_bench.engine.kv_layout import kv_modules, resolve_layers
+        from spd_bench.spd.extract import save_projectors
+        from spd_bench.spd.kv_layout import kv_modules, resolve_layers
 
         model = ctx.model.model
         layers = resolve_layers(_layers_spec(self.options.layers), len(kv_modules(model)))
@@ -155,7 +155,7 @@ class SPDRandom(SPD):
     prepare_uses_seed = True
 
     def build_projectors(self, ctx: MethodContext, layers: list[int]) -> Any:
-        from spd_bench.engine.extract import random_projectors
+        from spd_bench.spd.extract import random_projectors
 
         opts = self.options
         return random_projectors(

@@ -16,7 +16,7 @@ from spd_bench.registry import Registry
 SCORERS: Registry[Any] = Registry("scorer", "spd_bench.scorers")
 SCORERS.register("lmeval_generate", "spd_bench.scoring.lmeval:LMEvalGenerate")
 SCORERS.register("lmeval_mc", "spd_bench.scoring.lmeval:LMEvalMultipleChoice")
-SCORERS.register("evalplus", "spd_bench.scoring.evalplus:EvalPlusScorer")
+SCORERS.register("evalplus", "spd_bench.scoring.evalplus_scorer:EvalPlusScorer")
 SCORERS.register("nll", "spd_bench.scoring.nll:ReferenceNLL")
 
 

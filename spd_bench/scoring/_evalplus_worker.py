@@ -695,9 +695,6 @@ def _restrict(ruleset: int) -> None:
 
 
 def main() -> None:
-    # This folder holds spd_bench's evalplus.py, which would shadow the evalplus package.
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [path for path in sys.path if os.path.abspath(path or ".") != here]
     mode = sys.argv[1]
     status = 0
     try:

@@ -80,7 +80,7 @@ def _unsupported(model_type: str, reason: str) -> UserError:
     return UserError(
         f"{reason}; supported layouts: {known}. For a decoder whose attention has k_proj/v_proj, add "
         f'LAYOUTS["{model_type}"] = "model.layers.*.self_attn:k_proj,v_proj" '
-        "(spd_bench.engine.kv_layout), adjusting the path to the model"
+        "(spd_bench.spd.kv_layout), adjusting the path to the model"
     )
 
 

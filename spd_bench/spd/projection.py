@@ -15,8 +15,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from spd_bench.engine.extract import Projectors
-from spd_bench.engine.kv_layout import base_linear, kv_modules
+from spd_bench.spd.extract import Projectors
+from spd_bench.spd.kv_layout import base_linear, kv_modules
 from spd_bench.errors import UserError
 
 

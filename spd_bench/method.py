@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from spd_bench.backends.protocol import BASE, Handle
-from spd_bench.engine.finetune import TrainSpec
+
+
+@dataclass
+class TrainSpec:
+    """What a method asks of fine-tuning on top of the shared TrainConfig."""
+
+    loss_on: str = "all"  # all | completion
 
 
 @dataclass
@@ -129,3 +135,26 @@ class Method:
     @classmethod
     def option_defaults(cls) -> dict[str, Any]:
         return {f.name: getattr(cls.Options(), f.name) for f in fields(cls.Options)}
+
+
+def make_method(name: str, options: dict[str, Any] | None = None) -> Method:
+    """Instantiate a registered method with validated options.
+
+    Types are checked against the Options dataclass; ranges by its ``check(where)`` method, when
+    it has one, so that every option fails at plan time with the field's full name.
+    """
+    from spd_bench.config import build_dataclass
+    from spd_bench.errors import UserError
+    from spd_bench.registry import METHODS
+
+    cls = METHODS.get(name)
+    try:
+        opts = build_dataclass(cls.Options, options or {}, prefix=f"method_options.{name}.")
+    except UserError:
+        raise
+    except TypeError as exc:
+        raise UserError(f"method_options.{name}: {exc}") from exc
+    check = getattr(opts, "check", None)
+    if callable(check):
+        check(f"method_options.{name}")
+    return cls(opts)

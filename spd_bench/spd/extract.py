@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from spd_bench.engine.kv_layout import KVModules, base_linear, kv_modules
+from spd_bench.spd.kv_layout import KVModules, base_linear, kv_modules
 from spd_bench.errors import UserError
 
 if TYPE_CHECKING:
