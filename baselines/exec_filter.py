@@ -2,7 +2,7 @@
 
 k samples per training problem (EvalPlus schema: prompt, entry_point, canonical_solution,
 base_input); a sample is kept when the EvalPlus scorer's verdict passes it on the base inputs
-(spd_baselines.exec_check): the same program, the same comparison rules and time limits as
+(spd_bench.scoring.code_check): the same program, the same comparison rules and time limits as
 ``spd-bench score``, so "kept" and "passed" mean one thing. Uses tests, so it is reported apart
 from signal-free methods, and runs only with ``allow_code_execution``.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from spd_baselines.curated import CuratedOptions, CuratedSD
-from spd_baselines.exec_check import check_problems
+from spd_bench.scoring.code_check import check_problems
 from spd_bench.api import MethodContext, Sample
 from spd_bench.errors import UserError
 from spd_bench.scoring.evalplus_scorer import evalplus_dataset

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import ARITH_PLUGIN, spd_bench_cmd
 from spd_baselines.answers import extract_choice, extract_number, normalize_number, reference_answer
-from spd_baselines.exec_check import check_problem
+from spd_bench.scoring.code_check import check_problem
 from spd_baselines.ssd import drop_short
 from spd_bench.config import RunConfig
 from spd_bench.errors import UserError

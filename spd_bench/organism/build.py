@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -44,6 +40,7 @@ CHECKS = {
 _MAX_NEW_TOKENS = {"math": 96, "code": 64}
 _STOP = {"math": ["\n"], "code": ["\n\n", "\ndef "]}
 _FINAL = re.compile(r"#### (\d+)")
+_CHECK_MEMORY_MB = 1024  # per sandboxed process of the code check
 
 
 @dataclass(frozen=True)
@@ -99,19 +96,9 @@ def build_organism(
     final = Path(cache_dir) / "models" / f"organism-{build_key(cfg)}"
     if (final / "provenance.json").exists():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".organism-"))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
-    try:
-        _build_into(tmp, cfg, progress or (lambda message: None))
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "provenance.json").exists():  # not a concurrent build that finished first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    from spd_bench.store import publish_folder
+
+    return publish_folder(final, lambda folder: _build_into(folder, cfg, progress or (lambda message: None)))
 
 
 def _build_into(folder: Path, cfg: BuildConfig, progress: Callable[[str], None]) -> None:
@@ -202,52 +189,27 @@ def _mc_choice(model: Any, tokenizer: Any, item: dict[str, Any]) -> int:
     return max(range(len(scores)), key=scores.__getitem__)
 
 
-# Runs in a child process: one JSON job per stdin line, one JSON verdict per stdout line.
-_WORKER = r"""
-import copy, json, resource, signal, sys
-resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-def _timeout(*_):
-    raise TimeoutError
-signal.signal(signal.SIGALRM, _timeout)
-for line in sys.stdin:
-    job = json.loads(line)
-    ok = False
-    try:
-        signal.alarm(2)
-        ref, cand = {}, {}
-        exec(job["reference"], ref)
-        exec(job["candidate"], cand)
-        f, g = ref[job["entry"]], cand[job["entry"]]
-        ok = all(g(*copy.deepcopy(a)) == f(*copy.deepcopy(a)) for a in job["inputs"])
-    except BaseException:
-        ok = False
-    finally:
-        signal.alarm(0)
-    print(json.dumps(ok), flush=True)
-"""
-
-
 def run_code_checks(items: list[dict[str, Any]], bodies: list[str]) -> list[bool]:
-    """Whether each body gives its canonical solution's outputs on the base inputs.
+    """Whether each body passes its problem's base inputs, judged by the scorer's own verdict.
 
-    Generated code runs in a separate process with a memory cap and a 2 s alarm per item; if
-    the process dies, the item it was on fails and the rest continue in a fresh process.
+    The generated code runs in the sandbox and only returns outputs, compared in the harness
+    (spd_bench.scoring.code_check): one definition of "pass" for the organism's check, the
+    execution filter and EvalPlus scoring. A body that crashes, exits or hangs fails alone.
     """
-    jobs = [
-        json.dumps({"reference": item["prompt"] + item["canonical_solution"], "candidate": item["prompt"] + body,
-                    "entry": item["entry_point"], "inputs": item["base_input"]})
-        for item, body in zip(items, bodies)
-    ]
-    verdicts: list[bool] = []
-    while len(verdicts) < len(jobs):
-        pending = jobs[len(verdicts):]
-        try:
-            result = subprocess.run([sys.executable, "-c", _WORKER], input="\n".join(pending) + "\n",
-                                    capture_output=True, text=True, timeout=3 * len(pending) + 10)
-            lines = result.stdout.split()
-        except subprocess.TimeoutExpired as exc:
-            lines = (exc.stdout or b"").decode().split()  # bytes even with text=True
-        verdicts.extend(json.loads(line) for line in lines[: len(pending)])
-        if len(verdicts) < len(jobs):
-            verdicts.append(False)  # the item the worker died on
-    return verdicts
+    from spd_bench.scoring.code_check import check_problems
+
+    index: dict[str, int] = {}
+    problems: list[dict[str, Any]] = []
+    groups: list[list[str]] = []
+    slots: list[tuple[int, int]] = []
+    for item, body in zip(items, bodies, strict=True):
+        key = str(item["id"])
+        if key not in index:
+            index[key] = len(problems)
+            problems.append(item)
+            groups.append([])
+        slots.append((index[key], len(groups[index[key]])))
+        groups[index[key]].append(body)
+    with tempfile.TemporaryDirectory(prefix="organism-check-") as work:
+        checks = check_problems(problems, groups, memory_mb=_CHECK_MEMORY_MB, workdir=Path(work))
+    return [checks[problem].passed[sample] for problem, sample in slots]

@@ -1,4 +1,5 @@
-"""Check code problems' candidate programs with the verdict the EvalPlus scorer uses.
+"""Check code problems' candidate programs with the verdict the EvalPlus scorer uses (for the
+execution filter and the organism build's accuracy check: one definition of "pass").
 
 A candidate passes exactly when ``spd-bench score`` would pass it on the problem's base inputs
 (spd_bench.scoring.verdict): the reference solutions run in one sandboxed process, the
