@@ -28,30 +28,21 @@ from contextlib import nullcontext
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import LlamaForCausalLM  # noqa: E402
 
 from spd_bench.spd.extract import extract_projectors, random_projectors  # noqa: E402
 from spd_bench.spd.kv_layout import resolve_layers  # noqa: E402
 from spd_bench.spd.projection import folded_copy, projected  # noqa: E402
 from spd_bench.spans import EncodedExample  # noqa: E402
+from spd_bench.tiny import decoder_config  # noqa: E402
 
 VOCAB = 4096
 CAL_LENGTH, CAL_PROMPT = 128, 96
 
 
 def build_model(device: str) -> LlamaForCausalLM:
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=256,
-        intermediate_size=688,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
+    config = decoder_config("llama", VOCAB, layers=4, hidden=256, heads=8, kv_heads=4, intermediate=688,
+                            special_ids=(1, 2, 0), tie_embeddings=False)
     torch.manual_seed(0)
     return LlamaForCausalLM(config).to(device).eval()
 

@@ -7,6 +7,7 @@ and Qwen2 with biased k/v projections) in seconds.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from spd_bench.builtin_models import BuiltinModel
 
@@ -40,33 +41,48 @@ def train_tiny_tokenizer(folder: Path, vocab_size: int = 200) -> None:
     fast.save_pretrained(folder)
 
 
+LAYOUTS = ("llama", "qwen2", "mistral")
+
+
+def decoder_config(
+    layout: str,
+    vocab_size: int,
+    *,
+    layers: int = 2,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int = 128,
+    max_positions: int = 512,
+    special_ids: tuple[int | None, int | None, int | None] = (None, None, None),
+    tie_embeddings: bool = True,
+) -> Any:
+    """A small decoder's transformers config (Llama, Qwen2 with biased k/v, or Mistral layout):
+    the one builder behind the tiny built-in models, the tests' models and the benchmarks'."""
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+
+    classes = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}
+    if layout not in classes:
+        raise ValueError(f"unknown layout {layout!r}: one of {', '.join(LAYOUTS)}")
+    bos, eos, pad = special_ids
+    return classes[layout](
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=max_positions,
+        bos_token_id=bos, eos_token_id=eos, pad_token_id=pad, tie_word_embeddings=tie_embeddings,
+    )
+
+
 def build_tiny_model(folder: Path, layout: str, seed: int = 0) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM
 
     from spd_bench.tokenization import load_tokenizer
 
     train_tiny_tokenizer(folder)
     tokenizer = load_tokenizer(folder)
-    common = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+    config = decoder_config(
+        layout, len(tokenizer), special_ids=(tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
     )
-    if layout == "llama":
-        config = LlamaConfig(**common)
-    elif layout == "qwen2":
-        config = Qwen2Config(**common)
-    else:
-        raise ValueError(f"unknown tiny layout {layout!r}")
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(folder)

@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
+from transformers import AutoModelForCausalLM
 
-CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}
+from spd_bench.tiny import decoder_config
+
 VOCAB = 100
 KV_WIDTH = 32  # 2 KV heads x head_dim 16
 
 
 def tiny_model(layout: str = "llama", seed: int = 0, dtype: torch.dtype = torch.float32, layers: int = 2):
     """A seeded random model in eval mode; Qwen2 gets non-zero k/v biases so folding must handle them."""
-    config = CONFIGS[layout](
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        tie_word_embeddings=False,
-    )
+    config = decoder_config(layout, VOCAB, layers=layers, max_positions=128, special_ids=(1, 2, 0), tie_embeddings=False)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     with torch.no_grad():
