@@ -16,10 +16,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from spd_bench.backends.protocol import BASE, Handle
 
+
+if TYPE_CHECKING:
+    from spd_bench.config import RunConfig
+    from spd_bench.models import LoadedModel
+    from spd_bench.tasks import LoadedSource, SourceSpec
 
 @dataclass
 class TrainSpec:
@@ -51,18 +56,18 @@ class MethodContext:
     The model loads on first access, so a fully cached run never loads it.
     """
 
-    load_model: Callable[[], Any]  # -> spd_bench.models.LoadedModel
-    source: Any  # spd_bench.tasks.SourceSpec
-    data: Any  # spd_bench.tasks.LoadedSource (train + calibration items)
-    config: Any  # spd_bench.config.RunConfig
+    load_model: Callable[[], LoadedModel]
+    source: SourceSpec
+    data: LoadedSource  # train + calibration items
+    config: RunConfig
     seed: int
     prepared: Path | None = None  # the folder prepare() filled, when the method has one
     progress: Callable[[str, int], Any] | None = None  # progress(description, total) -> context giving tick(n)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def model(self) -> Any:
-        """The loaded base model (spd_bench.models.LoadedModel: .model, .tokenizer, .device)."""
+    def model(self) -> LoadedModel:
+        """The loaded base model (.model, .tokenizer, .device)."""
         return self.load_model()
 
     def item(self, prompt_id: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spd_bench.config import RunConfig
 from spd_bench.errors import UserError
@@ -12,6 +12,11 @@ from spd_bench.model_info import model_info
 from spd_bench.prompts import resolve_format
 from spd_bench.registry import METHODS
 from spd_bench.store import ensure_writable
+
+if TYPE_CHECKING:
+    from spd_bench.method import Method
+    from spd_bench.model_info import ModelInfo
+    from spd_bench.tasks import SourceSpec, TaskSpec
 
 
 @dataclass
@@ -26,11 +31,11 @@ class Cell:
 
 @dataclass
 class Plan:
-    tasks: dict[str, Any]  # name -> TaskSpec, prompt_format resolved to plain or chat
-    sources: dict[str, Any]  # name -> SourceSpec
-    methods: dict[str, Any]  # name -> Method instance
+    tasks: dict[str, TaskSpec]  # prompt_format resolved to plain or chat
+    sources: dict[str, SourceSpec]
+    methods: dict[str, Method]
     cells: list[Cell]
-    model: Any = None  # spd_bench.model_info.ModelInfo
+    model: ModelInfo | None = None
     notes: list[str] = field(default_factory=list)  # things the user should know before the run starts
 
 
