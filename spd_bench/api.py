@@ -19,7 +19,6 @@ from spd_bench.backends.protocol import (
     ProjectedHandle,
     truncate_at_stop,
 )
-from spd_bench.method import TrainSpec
 from spd_bench.errors import UserError
 from spd_bench.method import Method, MethodContext, Sample, SamplingPlan, TrainSpec, make_method
 from spd_bench.registry import METHODS

@@ -22,7 +22,7 @@ import pytest
 
 from spd_bench.errors import UserError
 from spd_bench.scoring import ScoreOutput, ScoreSettings
-from spd_bench.scoring import verdict as verdict_module
+from spd_bench.scoring import sandbox as sandbox_module
 from spd_bench.scoring.evalplus_scorer import EvalPlusScorer, code_problem
 from spd_bench.scoring.sandbox import landlock_abi, run_sandboxed
 from spd_bench.scoring.verdict import VERDICT, TimeLimits, judge_candidates, outputs_match, reference_outputs
@@ -364,7 +364,6 @@ def test_a_batch_whose_runner_is_stopped_runs_its_other_programs_again(
 ) -> None:
     """The first program hangs past its batch's wall clock: it fails alone, the others run again and pass."""
     calls: list[int] = []
-    run_sandboxed = verdict_module.run_sandboxed
 
     def short_first_run(argv: list[str], **kwargs: Any) -> Any:
         if argv[-1] == "run":
@@ -373,7 +372,7 @@ def test_a_batch_whose_runner_is_stopped_runs_its_other_programs_again(
                 kwargs["timeout_s"] = 2.0
         return run_sandboxed(argv, **kwargs)
 
-    monkeypatch.setattr(verdict_module, "run_sandboxed", short_first_run)
+    monkeypatch.setattr(sandbox_module, "run_sandboxed", short_first_run)  # what the worker's launcher calls
     problems = [code_problem(item, "humaneval", base_only=True) for item in (SECRET, PAIR, RATIO)]
     references = reference_outputs(problems, memory_mb=1024, timeout_s=10, workdir=tmp_path)
     hang = body("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass")
@@ -478,14 +477,13 @@ def test_inputs_where_the_reference_raises_expect_the_same_exception(tmp_path: P
 def test_the_candidate_process_is_given_only_its_own_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What crosses into a candidate's process: its code, the entry point, inputs and time limits; no outputs."""
     sent: list[str] = []
-    run_sandboxed = verdict_module.run_sandboxed
 
     def spy(argv: list[str], **kwargs: Any) -> Any:
         if argv[-1] == "run":
             sent.append(kwargs["stdin"])
         return run_sandboxed(argv, **kwargs)
 
-    monkeypatch.setattr(verdict_module, "run_sandboxed", spy)
+    monkeypatch.setattr(sandbox_module, "run_sandboxed", spy)
     score([SECRET], {"secret": ["    return x\n"]}, tmp_path)
     settings, job = (json.loads(line) for line in sent[0].splitlines())
     assert set(job) == {"c", "code", "entry_point", "phases"}

@@ -18,18 +18,15 @@ import ast
 import json
 import logging
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from spd_bench.errors import UserError
 from spd_bench.scoring import _evalplus_worker as worker
-from spd_bench.scoring.sandbox import run_sandboxed
 
 log = logging.getLogger(__name__)
 
-WORKER = Path(worker.__file__)
 
 # HumanEval's own check accepts any root x of the polynomial with |poly(x)| < 1e-4; EvalPlus's
 # find_zero oracle applies the problem's atol the same way, so the tolerance is carried over.
@@ -156,8 +153,9 @@ def _record(
     try:
         (folder / "jobs.json").write_text(json.dumps(jobs))
         (folder / "config.json").write_text(json.dumps({"jobs": str(folder / "jobs.json")}))
-        result = run_sandboxed(
-            [sys.executable, "-I", "-B", str(WORKER), "record", str(folder / "config.json")],
+        result = worker.launch(
+            "record",
+            str(folder / "config.json"),
             timeout_s=timeout_s,
             memory_mb=memory_mb,
             workdir=folder,

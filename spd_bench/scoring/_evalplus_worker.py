@@ -691,6 +691,22 @@ def _restrict(ruleset: int) -> None:
     os.close(ruleset)
 
 
+# ---------------------------------------------------------------- harness side
+
+
+def launch(mode: str, *args: str, site: bool = True, **options: Any) -> Any:
+    """Run this worker in ``mode`` in the sandbox: the one launcher every caller uses.
+
+    ``options`` go to ``spd_bench.scoring.sandbox.run_sandboxed`` (stdin, timeout_s, memory_mb,
+    workdir, ...); ``site=False`` starts Python without site-packages on sys.path (candidates
+    get only the paths they are given).
+    """
+    from spd_bench.scoring.sandbox import run_sandboxed
+
+    flags = ["-I", "-B"] if site else ["-I", "-S", "-B"]
+    return run_sandboxed([sys.executable, *flags, os.path.abspath(__file__), mode, *args], **options)
+
+
 # ---------------------------------------------------------------- entry point
 
 

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import re
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,11 +23,9 @@ from spd_bench.errors import UserError
 from spd_bench.prompts import PLAIN_PROMPT
 from spd_bench.scoring import ScoreOutput, ScoreSettings
 from spd_bench.scoring import _evalplus_worker as worker
-from spd_bench.scoring.sandbox import run_sandboxed
 from spd_bench.scoring.verdict import (
     PHASES,
     VERDICT,
-    WORKER,
     CodeProblem,
     PhaseVerdict,
     TimeLimits,
@@ -179,8 +176,8 @@ def _sanitize(samples: list[dict[str, str]], memory_mb: int, workdir: Path) -> l
         return []
     timeout = STARTUP_S + worker.SANITIZE_TIMEOUT_S * len(samples)
     with own_folder(workdir, "sanitize-") as folder:
-        result = run_sandboxed(
-            [sys.executable, "-I", "-B", str(WORKER), "sanitize"],
+        result = worker.launch(
+            "sanitize",
             stdin=json.dumps({"samples": samples}),
             timeout_s=timeout,
             memory_mb=memory_mb + SANITIZER_MEMORY_MB,

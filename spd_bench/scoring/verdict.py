@@ -48,13 +48,12 @@ from evalplus.eval._special_oracle import (
 
 from spd_bench.errors import UserError
 from spd_bench.scoring import _evalplus_worker as worker
-from spd_bench.scoring.sandbox import SandboxResult, run_sandboxed
+from spd_bench.scoring.sandbox import SandboxResult
 
 log = logging.getLogger(__name__)
 
 VERDICT = "outputs compared outside the sandbox (EvalPlus rules)"
 PASS, FAIL = "pass", "fail"
-WORKER = Path(worker.__file__)
 PHASES = ("base", "plus")
 CANDIDATE_STARTUP_S = 10.0  # a batch's interpreter start, on top of EvalPlus's per-phase budgets
 REFERENCE_STARTUP_S = 60.0  # the reference process's start, on top of timeout_s per problem
@@ -187,8 +186,8 @@ def reference_outputs(
     job = {"problems": [_reference_job(problem) for problem in problems]}
     timeout = REFERENCE_STARTUP_S + timeout_s * len(problems)
     with own_folder(workdir, "reference-") as folder:
-        result = run_sandboxed(
-            [sys.executable, "-I", "-B", str(WORKER), "reference"],
+        result = worker.launch(
+            "reference",
             stdin=json.dumps(job),
             timeout_s=timeout,
             memory_mb=memory_mb,
@@ -354,8 +353,9 @@ def _run_batch(
         ]
         wall = CANDIDATE_STARTUP_S + sum(phase["budget"] + KILL_GRACE_S for job in pending for phase in job["phases"])
         with own_folder(workdir, "batch-") as folder:  # concurrent batches do not see each other's folders
-            result = run_sandboxed(
-                [sys.executable, "-I", "-S", "-B", str(WORKER), "run"],
+            result = worker.launch(
+                "run",
+                site=False,
                 stdin="".join(json.dumps(row) + "\n" for row in [settings, *pending]),
                 timeout_s=wall,
                 memory_mb=memory_mb,
