@@ -155,37 +155,28 @@ def _build_into(folder: Path, cfg: BuildConfig, progress: Callable[[str], None])
 
 
 def check_accuracy(model: Any, tokenizer: Any, family: str, items: list[dict[str, Any]]) -> float:
-    """Share of ``items`` the model gets right by the quick check for its family."""
+    """Share of ``items`` the model gets right by the quick check for its family (through the backend)."""
     if not items:
         return 0.0
-    if family == "mc":
-        return sum(_mc_choice(model, tokenizer, item) == item["gold"] for item in items) / len(items)
     from spd_bench.backends import BASE, GenerationPlan
     from spd_bench.backends.hf import HFBackend
 
+    backend = HFBackend(model, tokenizer)
+    if family == "mc":
+        return sum(_mc_choice(backend, item) == item["gold"] for item in items) / len(items)
     plan = GenerationPlan(max_new_tokens=_MAX_NEW_TOKENS[family], batch_size=64, stop=tuple(_STOP[family]))
-    completions = [texts[0] for texts in HFBackend(model, tokenizer).generate(BASE, [item["prompt"] for item in items], plan)]
+    completions = [texts[0] for texts in backend.generate(BASE, [item["prompt"] for item in items], plan)]
     if family == "math":
         found = [_FINAL.search(text) for text in completions]
         return sum(m is not None and m.group(1) == item["label"] for m, item in zip(found, items)) / len(items)
     return sum(run_code_checks(items, completions)) / len(items)
 
 
-def _mc_choice(model: Any, tokenizer: Any, item: dict[str, Any]) -> int:
+def _mc_choice(backend: Any, item: dict[str, Any]) -> int:
     """Index of the option whose text (after a space) the model finds most likely."""
-    import torch
+    from spd_bench.backends import BASE
 
-    from spd_bench.spans import encode_example
-
-    encoded = [encode_example(tokenizer, item["prompt"], " " + choice, add_eos=False) for choice in item["choices"]]
-    width = max(len(e.input_ids) for e in encoded)
-    ids = torch.tensor([e.input_ids + [tokenizer.pad_token_id] * (width - len(e.input_ids)) for e in encoded])
-    with torch.no_grad():
-        logprobs = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)
-    scores = []
-    for row, e in enumerate(encoded):
-        targets = range(e.prompt_len, len(e.input_ids))
-        scores.append(sum(logprobs[row, t - 1, e.input_ids[t]].item() for t in targets))
+    scores = [result.logprob for result in backend.loglikelihood(BASE, [(item["prompt"], " " + c) for c in item["choices"]])]
     return max(range(len(scores)), key=scores.__getitem__)
 
 
