@@ -6,6 +6,7 @@ folder, commit hash for a hub snapshot), so a changed checkpoint never reuses st
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -49,15 +50,34 @@ def _organism_progress(message: str) -> None:
     print(f"building the organism (once per cache): {message}", file=sys.stderr, flush=True)
 
 
+def _model_files(path: Path) -> list[Path]:
+    return [f for f in sorted(path.rglob("*")) if f.is_file() and not f.name.startswith(".") and f.name != "provenance.json"]
+
+
 def _hash_folder(path: Path) -> str:
-    """sha256 over config, tokenizer and weight files (names and content)."""
+    """sha256 over config, tokenizer and weight files (names and content), read once per process.
+
+    A 14B checkpoint takes minutes to hash: planning, the store's keys and the backend all
+    need the identity, so it is remembered, keyed by every file's name, size and mtime.
+    """
+    stamp = tuple((str(f), *_size_and_mtime(f)) for f in _model_files(path))
+    return _hash_files(path, stamp)
+
+
+def _size_and_mtime(file: Path) -> tuple[int, int]:
+    stat = file.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=32)
+def _hash_files(path: Path, stamp: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for file in sorted(path.rglob("*")):
-        if file.is_file() and not file.name.startswith(".") and file.name != "provenance.json":
-            digest.update(str(file.relative_to(path)).encode())
-            with file.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+    for name, _size, _mtime in stamp:
+        file = Path(name)
+        digest.update(str(file.relative_to(path)).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()[:16]
 
 

@@ -114,6 +114,23 @@ class StageKey:
     inputs: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Artifact:
+    """A stage's folder in the store, whether this run reused it, and the manifest it was verified against.
+
+    Handing back the manifest saves callers a second look-up of what the stage recorded.
+    """
+
+    folder: Path
+    cached: bool
+    manifest: dict[str, Any]
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What the stage's build returned about itself (counts, metrics)."""
+        return self.manifest["info"]
+
+
 def stage_key(stage: str, version: int, config: Any, inputs: dict[str, str] | None = None) -> StageKey:
     """Key = hash(stage name, stage version, own config, input keys)."""
     payload = {"stage": stage, "version": version, "config": config, "inputs": inputs or {}}
@@ -333,14 +350,14 @@ class ArtifactStore:
             self._manifests.pop(key.key, None)
         return problem
 
-    def get_or_build(self, key: StageKey, build: Callable[[Path], dict[str, Any] | None]) -> tuple[Path, bool]:
-        """Return (artifact folder, was_cached); ``build(tmp_dir)`` fills a fresh folder otherwise."""
+    def get_or_build(self, key: StageKey, build: Callable[[Path], dict[str, Any] | None]) -> Artifact:
+        """The stage's verified artifact, reused when allowed; ``build(tmp_dir)`` fills a fresh folder otherwise."""
         if self.reusable(key):
             problem = self.verify(key)
             if problem is None:
-                return self.path(key), True
+                return Artifact(folder=self.path(key), cached=True, manifest=self._manifests[key.key])
             self._refuse_or_announce(key, problem)
-        return self._build(key, build), False
+        return Artifact(folder=self._build(key, build), cached=False, manifest=self._manifests[key.key])
 
     def _refuse_or_announce(self, key: StageKey, problem: str) -> None:
         where = f"stage {key.stage}/{key.key}"

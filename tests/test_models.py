@@ -96,3 +96,18 @@ def test_a_cached_hub_model_is_planned_and_prefetched_offline(model_cache: Path,
     missing = subprocess.run([spd_bench, "prefetch", "--model", "acme/not-there"], capture_output=True, text=True,
                              env=env, timeout=120, cwd=tmp_path)
     assert missing.returncode == 2 and "acme/not-there" in missing.stderr
+
+
+def test_a_model_folder_is_hashed_once_per_process_until_a_file_changes(model_cache: Path, tmp_path: Path):
+    from spd_bench import models
+
+    folder = tmp_path / "model"
+    shutil.copytree(load_model("tiny-llama", model_cache).path, folder)
+    misses = models._hash_files.cache_info().misses
+    first = models.resolve_model_path(str(folder), tmp_path)[2]
+    assert models.resolve_model_path(str(folder), tmp_path)[2] == first
+    assert models._hash_files.cache_info().misses == misses + 1
+    config = folder / "config.json"
+    config.write_text(config.read_text().replace('"num_hidden_layers": 2', '"num_hidden_layers": 2 '))
+    assert models.resolve_model_path(str(folder), tmp_path)[2] != first  # content changed: hashed again
+    assert models._hash_files.cache_info().misses == misses + 2

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ARITH_PLUGIN, spd_bench_cmd
+from helpers import records
 
 pytestmark = pytest.mark.slow
 
@@ -25,15 +26,6 @@ def run_cmd(out: Path, cache: Path, *extra: str) -> list[str]:
         "--set", "method_options.spd.n_calibration=8", "--set", "method_options.spd_random.n_calibration=8",
         "--set", "train.epochs=2", *extra,
     )
-
-
-def records(out: Path) -> dict[str, dict]:
-    result = {}
-    for path in sorted((out / "records").rglob("*.json")):
-        data = json.loads(path.read_text())
-        samples = (path.parent / data["samples_file"]).read_text()
-        result[str(path.relative_to(out))] = {"metrics": data["metrics"], "samples": samples, "keys": data["provenance"]["stage_keys"]}
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,12 @@
 import hashlib
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from helpers import backdate
 from spd_bench.errors import UserError
 from spd_bench.store import ArtifactStore, atomic_write_text, stage_key
 
@@ -30,11 +29,13 @@ def test_build_once_then_reuse_with_manifest(tmp_path: Path):
         (out / "data.txt").write_text("hello")
         return {"n": 1}
 
-    path, cached = store.get_or_build(key, build)
-    assert not cached and (path / "data.txt").read_text() == "hello"
-    assert store.manifest(key)["info"] == {"n": 1} and store.manifest(key)["inputs"]["config"] == {"x": 1}
-    _, cached = store.get_or_build(key, build)
-    assert cached and len(calls) == 1
+    first = store.get_or_build(key, build)
+    assert not first.cached and (first.folder / "data.txt").read_text() == "hello"
+    assert first.info == {"n": 1} and first.manifest["inputs"]["config"] == {"x": 1}
+    assert first.manifest == json.loads((first.folder / "manifest.json").read_text()) == store.manifest(key)
+    again = ArtifactStore(tmp_path).get_or_build(key, build)  # a new run: the manifest is read back and verified
+    assert again.cached and len(calls) == 1
+    assert again.folder == first.folder and again.manifest == first.manifest
 
 
 def test_failed_build_leaves_nothing(tmp_path: Path):
@@ -55,12 +56,9 @@ def test_force_and_no_cache_recompute_once_per_run(tmp_path: Path):
     key = stage_key("score", 1, {})
     ArtifactStore(tmp_path).get_or_build(key, lambda out: None)
     forced = ArtifactStore(tmp_path, force={"score"})
-    _, cached = forced.get_or_build(key, lambda out: None)
-    assert not cached
-    _, cached = forced.get_or_build(key, lambda out: None)
-    assert cached  # recomputed once in this run, then shared
-    _, cached = ArtifactStore(tmp_path, use_cache=False).get_or_build(key, lambda out: None)
-    assert not cached
+    assert not forced.get_or_build(key, lambda out: None).cached
+    assert forced.get_or_build(key, lambda out: None).cached  # recomputed once in this run, then shared
+    assert not ArtifactStore(tmp_path, use_cache=False).get_or_build(key, lambda out: None).cached
 
 
 def test_unwritable_cache_is_a_user_error(tmp_path: Path):
@@ -106,8 +104,7 @@ def build_two_files(out: Path) -> dict:
 @pytest.fixture
 def built(tmp_path: Path) -> tuple[Path, Path]:
     """A cache holding KEY, and the stage's folder."""
-    path, _ = ArtifactStore(tmp_path).get_or_build(KEY, build_two_files)
-    return tmp_path, path
+    return tmp_path, ArtifactStore(tmp_path).get_or_build(KEY, build_two_files).folder
 
 
 def reopen(cache: Path, **options) -> tuple[ArtifactStore, list[str]]:
@@ -147,12 +144,11 @@ def test_a_corrupt_stage_is_rebuilt_with_a_one_line_notice(built, corruption: st
     corrupt, problem = CORRUPTIONS[corruption]
     corrupt(path)
     store, notices = reopen(cache)
-    result, cached = store.get_or_build(KEY, build_two_files)
-    assert not cached and result == path
+    result = store.get_or_build(KEY, build_two_files)
+    assert not result.cached and result.folder == path
     assert notices == [f"stage sample/{KEY.key}: {problem}; rebuilding"]
-    assert (path / "rows.jsonl").read_text().count("\n") == 4 and store.manifest(KEY)["info"] == {"n": 4}
-    _, cached = reopen(cache)[0].get_or_build(KEY, build_two_files)
-    assert cached  # the rebuilt stage verifies
+    assert (path / "rows.jsonl").read_text().count("\n") == 4 and result.info == store.manifest(KEY)["info"] == {"n": 4}
+    assert reopen(cache)[0].get_or_build(KEY, build_two_files).cached  # the rebuilt stage verifies
 
 
 @pytest.mark.parametrize("corruption", CORRUPTIONS)
@@ -178,8 +174,8 @@ def test_garbage_whose_hash_matches_is_still_caught_by_parsing(built):
     manifest["files"]["rows.jsonl"] = {"size": len(garbage), "sha256": hashlib.sha256(garbage).hexdigest()}
     (path / "manifest.json").write_text(json.dumps(manifest))
     store, notices = reopen(cache)
-    _, cached = store.get_or_build(KEY, build_two_files)
-    assert not cached and len(notices) == 1 and "rows.jsonl is unreadable (JSONDecodeError" in notices[0]
+    result = store.get_or_build(KEY, build_two_files)
+    assert not result.cached and len(notices) == 1 and "rows.jsonl is unreadable (JSONDecodeError" in notices[0]
 
 
 def test_manifest_outside_a_build_is_verified_too(built):
@@ -213,15 +209,10 @@ def killed_build(cache: Path, n: int) -> Path:
     return left
 
 
-def backdate(path: Path) -> None:
-    hour_ago = time.time() - 3600
-    os.utime(path, (hour_ago, hour_ago))
-
-
 def test_leftovers_older_than_this_process_are_removed_younger_ones_kept(tmp_path: Path):
     old, fresh = killed_build(tmp_path, 1), killed_build(tmp_path, 2)
     backdate(old)
-    stage = ArtifactStore(tmp_path).get_or_build(stage_key("train", 1, {"n": 3}), build_two_files)[0]
+    stage = ArtifactStore(tmp_path).get_or_build(stage_key("train", 1, {"n": 3}), build_two_files).folder
     write_tmp_old, write_tmp_fresh = stage / ".rows.jsonl.k3x9a0q1.tmp", stage.parent / ".manifest.json.zz81bq2m.tmp"
     for leftover in (write_tmp_old, write_tmp_fresh):
         leftover.write_text("half")

@@ -14,15 +14,8 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import ARITH_PLUGIN
-from spd_bench.config import make_config, parse_set
-from spd_bench.engine.pipeline import Pipeline
-from spd_bench.engine.plan import make_plan
+from helpers import backdate, run_arith
 from spd_bench.errors import UserError
-from spd_bench.registry import TASKS, load_plugin
-from spd_bench.store import ArtifactStore
-from test_pipeline import records
-from test_store import backdate
 
 pytestmark = pytest.mark.slow
 
@@ -31,24 +24,10 @@ BASE, RAW, SPD = (f"records/tiny-qwen2/arith/{name}.json" for name in ("base", "
 SETTINGS = ("train.epochs=2", "train.lr=0.1", "method_options.spd.n_calibration=8")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def arith_task() -> None:
-    if "arith" not in TASKS.names():
-        load_plugin(str(ARITH_PLUGIN))
-
-
 def run(root: Path, cache: Path, model: str = "tiny-qwen2", methods: tuple[str, ...] = ("base", "raw_sd", "spd"),
         settings: tuple[str, ...] = SETTINGS, **store_options: Any) -> tuple[dict[str, dict], list[str]]:
-    """Seed 1 on arith into ``root/results``: (each record's metrics, per-item outputs, keys and budget; the store's notices)."""
-    notices: list[str] = []
-    flags = {"model": model, "methods": list(methods), "tasks": ["arith"], "seeds": [1],
-             "output_dir": str(root / "results"), "cache_dir": str(cache)}
-    config = make_config(parse_set(list(settings)), flags)
-    Pipeline(config, make_plan(config), ArtifactStore(cache, notice=notices.append, **store_options)).run()
-    found = records(root / "results")
-    for name, entry in found.items():
-        entry["budget"] = json.loads((root / "results" / name).read_text())["method_info"]["budget"]
-    return found, notices
+    """Seed 1 on arith into ``root/results``, with this file's defaults (see helpers.run_arith)."""
+    return run_arith(root, cache, model, methods, settings, **store_options)
 
 
 @pytest.fixture(scope="module")

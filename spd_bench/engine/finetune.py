@@ -9,16 +9,39 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from spd_bench.config import TrainConfig
 from spd_bench.method import TrainSpec
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def _batches(encoded: list[tuple[list[int], int]], batch_size: int, rng: random.Random) -> list[list[int]]:
     order = list(range(len(encoded)))
     rng.shuffle(order)
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def collate(examples: list[tuple[list[int], int]], pad_id: int, loss_on: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(input ids, attention mask, labels) for a batch of (tokens, prompt length), right-padded to the longest.
+
+    Labels are -100 (no loss) on padding and, with ``loss_on="completion"``, on the prompt; with
+    ``"all"`` only the first token goes without, since no token predicts it.
+    """
+    import torch
+
+    width = max(len(tokens) for tokens, _ in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (tokens, prompt_len) in enumerate(examples):
+        ids[row, : len(tokens)] = torch.tensor(tokens)
+        mask[row, : len(tokens)] = 1
+        first = prompt_len if loss_on == "completion" else 1
+        labels[row, first : len(tokens)] = torch.tensor(tokens[first:])
+    return ids, mask, labels
 
 
 def train_lora(
@@ -76,16 +99,7 @@ def train_lora(
     n_loss_tokens = 0
     for _epoch in range(train.epochs):
         for batch in _batches(encoded, train.batch_size, rng):
-            width = max(len(encoded[i][0]) for i in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                tokens, prompt_len = encoded[i]
-                ids[row, : len(tokens)] = torch.tensor(tokens)
-                mask[row, : len(tokens)] = 1
-                first = prompt_len if spec.loss_on == "completion" else 1
-                labels[row, first : len(tokens)] = torch.tensor(tokens[first:])
+            ids, mask, labels = collate([encoded[i] for i in batch], pad_id, spec.loss_on)
             n_loss_tokens += int((labels != -100).sum())
             output = peft_model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
             if not torch.isfinite(output.loss):

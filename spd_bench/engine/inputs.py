@@ -1,0 +1,93 @@
+"""A run's data: evaluation sets and training sources, loaded once and rendered in their prompt format.
+
+Loading everything before the first cell makes missing data fail at once, not after hours of
+work; the rendered items (not the raw ones) are what stage keys hash, so a change of prompt
+format is a change of input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from spd_bench.config import stable_hash
+
+if TYPE_CHECKING:
+    from spd_bench.config import RunConfig
+    from spd_bench.engine.plan import Plan
+    from spd_bench.tasks import DataContext, LoadedData, LoadedSource
+
+
+class RunInputs:
+    """Evaluation items per task and training items per source, each loaded and rendered on first use.
+
+    ``model_folder`` gives the resolved model's folder; its tokenizer renders chat prompts and is
+    loaded only when a chat format is in use.
+    """
+
+    def __init__(self, config: RunConfig, plan: Plan, model_folder: Callable[[], Path]) -> None:
+        self.config = config
+        self.plan = plan
+        self._model_folder = model_folder
+        self._tokenizer: Any = None
+        self._sources: dict[str, LoadedSource] = {}
+        self._eval: dict[str, LoadedData] = {}
+        self._source_keys: dict[str, str] = {}
+
+    def eval_data(self, name: str) -> LoadedData:
+        """Task ``name``'s items, limited and rendered; ``details["items_hash"]`` goes into its score key."""
+        if name not in self._eval:
+            from spd_bench.tasks import load_eval
+
+            task = self.plan.tasks[name]
+            data = load_eval(task, self._data_context(), self.config.limit)
+            data.items = self._render(data.items, task.prompt_format)
+            data.details = {**data.details, "items_hash": stable_hash(data.items)}
+            self._eval[name] = data
+        return self._eval[name]
+
+    def source_data(self, name: str) -> LoadedSource:
+        """Source ``name``'s training and calibration items, rendered, checked disjoint from every task's items."""
+        if name not in self._sources:
+            from spd_bench.tasks import LoadedSource, check_disjoint, load_source
+
+            data = load_source(self.plan.sources[name], self._data_context())
+            train = data.train if self.config.n_train is None else data.train[: self.config.n_train]
+            prompt_format = self._source_prompt_format(name)
+            data = LoadedSource(
+                train=self._render(train, prompt_format), calibration=self._render(data.calibration, prompt_format),
+                layer=data.layer, details={**data.details, "n_train": len(train), "prompt_format": prompt_format},
+            )
+            for task_name in self.plan.tasks:
+                check_disjoint(data, self.eval_data(task_name).items, task_name)
+            self._sources[name] = data
+        return self._sources[name]
+
+    def source_key(self, name: str) -> str:
+        """The identity of a source's rendered items: what the prepare and sample stages depend on."""
+        if name not in self._source_keys:
+            data = self.source_data(name)
+            self._source_keys[name] = stable_hash(
+                {"spec": self.plan.sources[name].to_dict(), "train": data.train, "calibration": data.calibration}
+            )
+        return self._source_keys[name]
+
+    def _data_context(self) -> DataContext:
+        from spd_bench.tasks import DataContext
+
+        return DataContext(cache_dir=Path(self.config.cache_dir), paths=dict(self.config.data))
+
+    def _source_prompt_format(self, source: str) -> str:
+        """A training source is rendered like the tasks it trains for."""
+        formats = {t.prompt_format for t in self.plan.tasks.values() if t.training_source == source}
+        return formats.pop() if len(formats) == 1 else "plain"
+
+    def _render(self, items: list[dict[str, Any]], prompt_format: str) -> list[dict[str, Any]]:
+        if prompt_format == "plain":
+            return items
+        from spd_bench.prompts import render_items
+        from spd_bench.tokenization import load_tokenizer
+
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self._model_folder())
+        return render_items(items, self._tokenizer, prompt_format)
