@@ -227,9 +227,9 @@ def _tex_table(table: ModelTable) -> list[str]:
     spans: list[tuple[str, int]] = [(DOMAIN_TITLES[d].capitalize(), len(table.columns_in(d))) for d in ("in", "out")]
     spans.append(("Mean", len(table.summary_domains)))
     group_cells, rules, start = [], [], 2
-    for title, width in spans:
+    for span_title, width in spans:
         if width:
-            group_cells.append(rf"\multicolumn{{{width}}}{{c}}{{{title}}}")
+            group_cells.append(rf"\multicolumn{{{width}}}{{c}}{{{span_title}}}")
             rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
             start += width
     tasks = [tex_escape(c.task) for c in table.columns] + [DOMAIN_TITLES[d] for d in table.summary_domains]
