@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML run config; flags override its fields")
     run.add_argument("--model", help="hub id, local folder, or built-in: organism, tiny-llama, tiny-qwen2 (default:"
                      f" organism for the synthetic suite, {DEFAULT_HUB_MODEL} for any other task)")
+    run.add_argument("--shard", metavar="I/N",
+                     help="run only the I-th of N shares of the cells (job arrays on a shared cache and output)")
     run.add_argument("--no-rebuild", action="store_true",
                      help="stop with an error instead of rebuilding a cached stage whose files fail verification")
     run.add_argument("--methods", type=_csv, help=f"comma list (default {','.join(defaults.methods)})")
@@ -163,6 +165,10 @@ def _run(args: argparse.Namespace, console: Any) -> int:
         flags["data"] = {**yaml_data.get("data", {}), **_pairs(args.data, "--data")}
     config = make_config(deep_merge(yaml_data, parse_set(args.set)), flags).with_absolute_paths()
     plan = make_plan(config)
+    if args.shard:
+        from spd_bench.engine.plan import select_shard
+
+        plan.cells = select_shard(plan.cells, args.shard)
 
     from spd_bench.engine.pipeline import Pipeline
     from spd_bench.report import RichReporter

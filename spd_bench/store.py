@@ -11,6 +11,7 @@ A crash leaves at most a temporary folder behind, which the next store to open r
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -25,7 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from spd_bench.config import stable_hash
 from spd_bench.errors import UserError
@@ -61,6 +62,12 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def publish_folder(final: Path, build: Callable[[Path], None]) -> Path:
     """Fill a fresh temporary sibling with ``build``, then rename it to ``final``.
 
@@ -69,9 +76,7 @@ def publish_folder(final: Path, build: Callable[[Path], None]) -> Path:
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the cache may be shared
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the cache may be shared
     try:
         build(tmp)
         try:
@@ -258,6 +263,22 @@ def _lock(folder: Path) -> int:
     return fd
 
 
+@contextlib.contextmanager
+def _stage_lock(final: Path) -> Iterator[None]:
+    """Hold ``.<key>.lock`` beside the stage's folder (blocking); released on exit or process death."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(final.parent / f".{final.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise  # a file system without flock: builds are still atomic, maybe done twice
+        yield
+    finally:
+        os.close(fd)
+
+
 def _locked_by_another(folder: Path) -> bool:
     """Whether a live build holds the folder (a lock we can take means its builder is gone)."""
     try:
@@ -351,13 +372,30 @@ class ArtifactStore:
         return problem
 
     def get_or_build(self, key: StageKey, build: Callable[[Path], dict[str, Any] | None]) -> Artifact:
-        """The stage's verified artifact, reused when allowed; ``build(tmp_dir)`` fills a fresh folder otherwise."""
-        if self.reusable(key):
-            problem = self.verify(key)
-            if problem is None:
-                return Artifact(folder=self.path(key), cached=True, manifest=self._manifests[key.key])
+        """The stage's verified artifact, reused when allowed; ``build(tmp_dir)`` fills a fresh folder otherwise.
+
+        One builder per stage key, across processes sharing the cache: a builder holds the
+        stage's lock file, the others wait for it and then reuse what it built. The kernel drops
+        the lock when its holder dies, so a crashed builder never blocks the others.
+        """
+        artifact = self._reuse(key, announce=True)
+        if artifact is not None:
+            return artifact
+        with _stage_lock(self.path(key)):
+            artifact = self._reuse(key, announce=False)  # built by another process while we waited
+            if artifact is not None:
+                return artifact
+            return Artifact(folder=self._build(key, build), cached=False, manifest=self._manifests[key.key])
+
+    def _reuse(self, key: StageKey, announce: bool) -> Artifact | None:
+        if not self.reusable(key):
+            return None
+        problem = self.verify(key)
+        if problem is None:
+            return Artifact(folder=self.path(key), cached=True, manifest=self._manifests[key.key])
+        if announce:
             self._refuse_or_announce(key, problem)
-        return Artifact(folder=self._build(key, build), cached=False, manifest=self._manifests[key.key])
+        return None
 
     def _refuse_or_announce(self, key: StageKey, problem: str) -> None:
         where = f"stage {key.stage}/{key.key}"
@@ -369,6 +407,7 @@ class ArtifactStore:
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key.key}.tmp-"))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a team's shared cache needs the umask's rights
         lock = _lock(tmp)
         try:
             started = time.time()

@@ -127,3 +127,12 @@ def _check_model(config: RunConfig, info: Any, methods: dict[str, Any]) -> list[
     for method in methods.values():
         notes += method.validate_model(info)
     return notes
+
+
+def select_shard(cells: list[Cell], shard: str) -> list[Cell]:
+    """The cells of shard ``i/N`` (1-based): every N-th cell from the i-th, so that the N shards
+    together hold each cell exactly once (for job arrays that share one cache and output)."""
+    index, sep, count = shard.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise UserError(f"--shard {shard!r}: write it as I/N with 1 <= I <= N, e.g. --shard 1/4")
+    return cells[int(index) - 1 :: int(count)]
