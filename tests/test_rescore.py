@@ -99,3 +99,18 @@ def test_unknown_task_missing_file_and_nll_tasks(cache: Path, tmp_path: Path):
     samples = _write(tmp_path / "s.jsonl", [{"doc_id": 0, "response": "print('hi')"}])
     with pytest.raises(UserError, match="likelihood of reference answers"):
         _score("codealpaca", samples, cache, data={"codealpaca": str(alpaca)})
+
+
+def test_with_limit_an_id_outside_the_benchmark_is_still_an_error(cache: Path, tmp_path: Path):
+    rows = [{"doc_id": i, "response": "#### 1"} for i in range(3)] + [{"task_id": "gsm8k/no-such-item", "response": "1"}]
+    with pytest.raises(UserError, match=r"s\.jsonl:4: task_id 'gsm8k/no-such-item' is not an item"):
+        _score("gsm8k", _write(tmp_path / "s.jsonl", rows), cache, limit=3)
+    with pytest.raises(UserError, match="--limit 0"):
+        _score("gsm8k", tmp_path / "s.jsonl", cache, limit=0)
+
+
+def test_a_samples_file_that_is_not_utf8(cache: Path, tmp_path: Path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"doc_id": 0, "response": "caf\xe9"}\n')
+    with pytest.raises(UserError, match="not UTF-8"):
+        _score("gsm8k", path, cache, limit=1)
