@@ -121,11 +121,10 @@ class StageKey:
 
 @dataclass(frozen=True)
 class Artifact:
-    """A stage's folder in the store, whether this run reused it, and the manifest it was verified against.
+    """A stage in the store: its key (which later stages' keys include), its folder, whether this
+    run reused it, and the manifest it was verified against (no second look-up of what it recorded)."""
 
-    Handing back the manifest saves callers a second look-up of what the stage recorded.
-    """
-
+    key: StageKey
     folder: Path
     cached: bool
     manifest: dict[str, Any]
@@ -253,21 +252,16 @@ def process_start_time() -> float:
         return _IMPORTED
 
 
-def _lock(folder: Path) -> int:
-    """Hold an exclusive lock on a folder being built; the kernel drops it when the process dies."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        pass  # a file system without flock: the age rule in remove_leftovers still protects young folders
-    return fd
+def _lock_file(final: Path) -> Path:
+    """``.<key>.lock`` beside a stage's folder: held by whoever builds that stage."""
+    return final.parent / f".{final.name}.lock"
 
 
 @contextlib.contextmanager
 def _stage_lock(final: Path) -> Iterator[None]:
-    """Hold ``.<key>.lock`` beside the stage's folder (blocking); released on exit or process death."""
+    """Hold the stage's lock file (blocking); released on exit or process death."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(final.parent / f".{final.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    fd = os.open(_lock_file(final), os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -279,10 +273,11 @@ def _stage_lock(final: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _locked_by_another(folder: Path) -> bool:
-    """Whether a live build holds the folder (a lock we can take means its builder is gone)."""
+def _build_in_progress(tmp: Path) -> bool:
+    """Whether a live build still fills the temporary folder ``.<key>.tmp-*``: its stage's lock is
+    held (a lock we can take means its builder is gone)."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(_lock_file(tmp.parent / tmp.name.split(".tmp-", 1)[0].lstrip(".")), os.O_RDONLY)
     except OSError:
         return False
     try:
@@ -316,7 +311,7 @@ def remove_leftovers(root: Path, before: float) -> None:
     """Delete what killed builds left behind: only entries older than ``before`` that no live build holds."""
     for entry in _leftovers(root):
         try:
-            if entry.stat().st_mtime >= before or (entry.is_dir() and _locked_by_another(entry)):
+            if entry.stat().st_mtime >= before or (entry.is_dir() and _build_in_progress(entry)):
                 continue
             if entry.is_dir():
                 shutil.rmtree(entry)
@@ -385,14 +380,14 @@ class ArtifactStore:
             artifact = self._reuse(key, announce=False)  # built by another process while we waited
             if artifact is not None:
                 return artifact
-            return Artifact(folder=self._build(key, build), cached=False, manifest=self._manifests[key.key])
+            return Artifact(key=key, folder=self._build(key, build), cached=False, manifest=self._manifests[key.key])
 
     def _reuse(self, key: StageKey, announce: bool) -> Artifact | None:
         if not self.reusable(key):
             return None
         problem = self.verify(key)
         if problem is None:
-            return Artifact(folder=self.path(key), cached=True, manifest=self._manifests[key.key])
+            return Artifact(key=key, folder=self.path(key), cached=True, manifest=self._manifests[key.key])
         if announce:
             self._refuse_or_announce(key, problem)
         return None
@@ -408,7 +403,6 @@ class ArtifactStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key.key}.tmp-"))
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a team's shared cache needs the umask's rights
-        lock = _lock(tmp)
         try:
             started = time.time()
             info = build(tmp) or {}
@@ -429,8 +423,6 @@ class ArtifactStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        finally:
-            os.close(lock)
         _remember(final, files)
         self._manifests[key.key] = json.loads(json.dumps(manifest, default=str))
         self._recomputed.add(key.key)

@@ -226,7 +226,7 @@ def test_leftovers_older_than_this_process_are_removed_younger_ones_kept(tmp_pat
 
 
 def test_an_old_folder_whose_build_is_alive_is_kept(tmp_path: Path):
-    """A build that started before this process and still runs holds its folder's lock."""
+    """A build that started before this process and still runs holds its stage's lock."""
     seen = []
 
     def build(out: Path) -> None:

@@ -3,7 +3,7 @@
 Every stage is a cached artifact keyed by its inputs (see store.py), so a re-run does no model
 work, an interrupted run resumes at the first missing stage, and base scores are shared. Each
 stage is one method taking the outputs of the stages before it and returning its own
-(``StageOutput``); ``run_cell`` is the sequence of those calls.
+(``Artifact``); ``run_cell`` is the sequence of those calls.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from spd_bench.engine.inputs import RunInputs
 from spd_bench.engine.plan import Cell, Plan
 from spd_bench.engine.records import build_record, provenance, read_score, write_record
 from spd_bench.method import MethodContext, Sample
-from spd_bench.store import ArtifactStore, StageKey, atomic_write_json, atomic_write_text, stage_key
+from spd_bench.store import Artifact, ArtifactStore, StageKey, atomic_write_json, atomic_write_text, stage_key
 
 if TYPE_CHECKING:
     from spd_bench.backends.protocol import Backend
@@ -47,15 +47,6 @@ class Reporter:
     @contextlib.contextmanager
     def progress(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
         yield lambda n: None
-
-
-@dataclass(frozen=True)
-class StageOutput:
-    """One stage's outcome: its key (what later stages' keys include), its folder, and its manifest's info."""
-
-    key: StageKey
-    folder: Path
-    info: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -178,13 +169,13 @@ class Pipeline:
         )
 
     # ---- stages ---------------------------------------------------------------------------
-    def prepare(self, cell: Cell, method: Method, label: str) -> StageOutput:
+    def prepare(self, cell: Cell, method: Method, label: str) -> Artifact:
         """The method's preparation (e.g. SPD's projectors), shared across seeds unless the method uses the seed."""
         config = {**_sampling_id(method), "seed": cell.seed if method.prepare_uses_seed else None}
         key = stage_key("prepare", STAGE_VERSIONS["prepare"], config, self._base_inputs(cell))
         return self._stage(label, key, partial(self._prepare, method, cell))
 
-    def sample(self, cell: Cell, method: Method, ctx: MethodContext, prepared: StageOutput | None, label: str) -> StageOutput:
+    def sample(self, cell: Cell, method: Method, ctx: MethodContext, prepared: Artifact | None, label: str) -> Artifact:
         """Completions of the training prompts from the method's generation model: ``samples.jsonl``."""
         source = self.plan.sources[cell.source]
         plan = method.sampling(ctx)
@@ -199,19 +190,19 @@ class Pipeline:
         )
         return self._stage(label, key, partial(self._generate, method, ctx, plan, generation, label))
 
-    def curate(self, method: Method, ctx: MethodContext, samples: StageOutput, label: str) -> StageOutput:
+    def curate(self, method: Method, ctx: MethodContext, samples: Artifact, label: str) -> Artifact:
         """The samples the method keeps to train on: ``corpus.jsonl``."""
         key = stage_key("curate", STAGE_VERSIONS["curate"], _method_id(method), {"sample": samples.key.key})
         return self._stage(label, key, partial(self._keep, method, ctx, samples.folder))
 
-    def train(self, cell: Cell, method: Method, ctx: MethodContext, corpus: StageOutput, label: str) -> StageOutput:
+    def train(self, cell: Cell, method: Method, ctx: MethodContext, corpus: Artifact, label: str) -> Artifact:
         """A LoRA adapter fine-tuned on the corpus (none, recorded as ``empty_corpus``, when the corpus is empty)."""
         spec = method.train_spec(ctx)
         config = {"train": to_dict(self.config.train), "spec": asdict(spec), "seed": cell.seed}
         key = stage_key("train", STAGE_VERSIONS["train"], config, {"model": self.model_key, "corpus": corpus.key.key})
         return self._stage(label, key, partial(self._fine_tune, ctx, spec, corpus.folder, cell.seed or 0, label))
 
-    def score(self, task_name: str, method: Method, trained: Trained, label: str) -> StageOutput:
+    def score(self, task_name: str, method: Method, trained: Trained, label: str) -> Artifact:
         """The trained (or base) model scored on a task: ``score.json`` and per-item ``samples.jsonl``."""
         task = self.plan.tasks[task_name]
         data = self.inputs.eval_data(task_name)
@@ -225,7 +216,7 @@ class Pipeline:
         build = partial(self._score_items, task_name, task, data, settings, settings_cfg, trained.adapter)
         return self._stage(f"{label} -> {task_name}", key, build)
 
-    def record(self, cell: Cell, method: Method, task_name: str, domain: str, score: StageOutput, trained: Trained) -> Path:
+    def record(self, cell: Cell, method: Method, task_name: str, domain: str, score: Artifact, trained: Trained) -> Path:
         """Write the (cell, task) result record and its per-item outputs; returns the record's path."""
         summary = read_score(score.folder)
         stage_keys = {**trained.stage_keys, "score": score.key.key}
@@ -295,14 +286,14 @@ class Pipeline:
         return {"task": task_name, "metrics": output.metrics}
 
     # ---- helpers --------------------------------------------------------------------------
-    def _stage(self, label: str, key: StageKey, build: Callable[[Path], dict[str, Any] | None]) -> StageOutput:
+    def _stage(self, label: str, key: StageKey, build: Callable[[Path], dict[str, Any] | None]) -> Artifact:
         """Reuse or build one stage through the store, reporting and logging it."""
         started = time.time()
         artifact = self.store.get_or_build(key, build)
         seconds = time.time() - started if not artifact.cached else artifact.manifest.get("seconds", 0.0)
         self.reporter.stage(label, key.stage, artifact.cached, time.time() - started)
         self.stage_log.append({"cell": label, "stage": key.stage, "key": key.key, "cached": artifact.cached, "seconds": seconds})
-        return StageOutput(key=key, folder=artifact.folder, info=artifact.info)
+        return artifact
 
     def _base_inputs(self, cell: Cell) -> dict[str, str]:
         """What prepare and sample depend on besides their own config: the model and the source's items."""
