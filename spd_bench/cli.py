@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from spd_bench.config import absolute_path
 from spd_bench.errors import UserError
 
 STAGES = ("prepare", "sample", "curate", "train", "score")
@@ -17,17 +18,13 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _absolute(path: str) -> str:
-    return os.path.abspath(os.path.expanduser(path))
-
-
 def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     result = {}
     for value in values or []:
         key, sep, path = value.partition("=")
         if not sep or not key or not path:
             raise UserError(f"{flag} {value!r}: write it as NAME=PATH, e.g. {flag} gsm8k=./gsm8k_test.jsonl")
-        result[key] = _absolute(path)
+        result[key] = absolute_path(path)
     return result
 
 
@@ -40,8 +37,8 @@ def _absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
     for name in _PATH_ARGS:
         value = getattr(args, name, None)
         if isinstance(value, str):
-            setattr(args, name, _absolute(value))
-    args.plugin = [_absolute(p) if p.endswith(".py") else p for p in args.plugin]
+            setattr(args, name, absolute_path(value))
+    args.plugin = [absolute_path(p) if p.endswith(".py") else p for p in args.plugin]
     return args
 
 

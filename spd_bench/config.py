@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -104,13 +105,9 @@ class RunConfig:
     def with_absolute_paths(self) -> "RunConfig":
         """The same config with its folders and data files as absolute paths (relative: to the
         current folder), so that no later step reads them relative to another working folder."""
-        import os
-
-        def absolute(path: str) -> str:
-            return os.path.abspath(os.path.expanduser(path))
-
-        return dataclasses.replace(self, output_dir=absolute(self.output_dir), cache_dir=absolute(self.cache_dir),
-                                   data={name: absolute(path) for name, path in self.data.items()})
+        return dataclasses.replace(self, output_dir=absolute_path(self.output_dir),
+                                   cache_dir=absolute_path(self.cache_dir),
+                                   data={name: absolute_path(path) for name, path in self.data.items()})
 
     def validate(self) -> None:
         """Check every value against its allowed range before any data or model is loaded.
@@ -157,6 +154,11 @@ class RunConfig:
         _at_least("score.n_samples", self.score.n_samples, 1)
         if not train.target_modules:
             _bad("train.target_modules", train.target_modules, "at least one module name, e.g. q_proj,v_proj")
+
+
+def absolute_path(path: str) -> str:
+    """``path`` (``~`` expanded) made absolute against the current folder."""
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def _bad(field_name: str, value: Any, allowed: str) -> None:
