@@ -16,7 +16,6 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class BuiltinModel:
-    description: str
     folder: Callable[[Path, Progress | None], Path]  # the saved model under a cache folder, built on first use
     built: Callable[[Path], Path | None]  # the folder when it exists already (None: not built, nothing is done)
     config: Callable[[], Any] | None = None  # its transformers config without a build; None: build to plan

@@ -19,7 +19,6 @@ from spd_bench.errors import UserError
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
-    model_type: str
     n_layers: int  # decoder layers with separate k_proj/v_proj (0 when the layout is not supported)
     kv_widths: tuple[int, int]  # output features of k_proj and v_proj (0, 0 when not supported)
     linear_modules: frozenset[str]  # leaf names of the nn.Linear modules (LoRA target candidates)
@@ -93,6 +92,6 @@ def model_info(spec: str, cache_dir: Path) -> ModelInfo:
     except UserError as exc:
         widths, n_layers, kv_error = (0, 0), 0, str(exc)
     return ModelInfo(
-        name=spec, model_type=str(getattr(config, "model_type", "")), n_layers=n_layers, kv_widths=widths,
+        name=spec, n_layers=n_layers, kv_widths=widths,
         linear_modules=linear, chat_template=folder is not None and has_chat_template(folder), kv_error=kv_error,
     )

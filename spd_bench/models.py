@@ -43,8 +43,8 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
     return device, dtype
 
 
-def _organism_progress(message: str) -> None:
-    """A first build (the organism's) takes minutes: say what it is doing (stderr, so tables stay clean)."""
+def _build_progress(message: str) -> None:
+    """Progress of a built-in model's first build (the organism's takes minutes; stderr, so tables stay clean)."""
     import sys
 
     print(f"building the organism (once per cache): {message}", file=sys.stderr, flush=True)
@@ -84,7 +84,7 @@ def _hash_files(path: Path, stamp: tuple[tuple[str, int, int], ...]) -> str:
 def resolve_model_path(spec: str, cache_dir: Path) -> tuple[Path, str, str]:
     """Return (folder, source, identity) for a built-in name, local folder or hub id."""
     if spec in BUILTIN_MODELS:
-        path = BUILTIN_MODELS.get(spec).folder(cache_dir, _organism_progress)
+        path = BUILTIN_MODELS.get(spec).folder(cache_dir, _build_progress)
         return path, "built-in", f"{spec}@{_hash_folder(path)}"
     local = local_model_folder(spec)
     if local is not None:

@@ -107,10 +107,10 @@ def tiny_model_dir(cache_dir: Path, layout: str) -> Path:
     return publish_folder(_folder(cache_dir, layout), lambda folder: build_tiny_model(folder, layout))
 
 
-def _tiny(layout: str, description: str) -> BuiltinModel:
-    return BuiltinModel(description=description, folder=lambda cache_dir, progress: tiny_model_dir(cache_dir, layout),
+def _tiny(layout: str) -> BuiltinModel:
+    return BuiltinModel(folder=lambda cache_dir, progress: tiny_model_dir(cache_dir, layout),
                         built=lambda cache_dir: _built(cache_dir, layout))
 
 
-TINY_LLAMA = _tiny("llama", "a tiny random Llama-layout model with a locally trained tokenizer (for tests)")
-TINY_QWEN2 = _tiny("qwen2", "a tiny random Qwen2-layout model (biased k/v) with a locally trained tokenizer")
+TINY_LLAMA = _tiny("llama")  # Llama layout, for tests
+TINY_QWEN2 = _tiny("qwen2")  # Qwen2 layout with biased k/v

@@ -16,7 +16,6 @@ def _config() -> Any:
 
 
 ORGANISM = BuiltinModel(
-    description="the built-in small model trained on the synthetic suite (built on first use)",
     folder=lambda cache_dir, progress: organism_dir(cache_dir, progress=progress),
     built=built_organism,
     config=_config,
