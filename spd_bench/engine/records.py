@@ -6,6 +6,7 @@ anyone reproducing a number) are assembled in one place from the stages' outputs
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import subprocess
@@ -24,8 +25,10 @@ if TYPE_CHECKING:
     from spd_bench.tasks import TaskSpec
 
 
+@functools.cache
 def software_versions() -> dict[str, str]:
-    """The versions a number may depend on, so that a difference between records can be traced."""
+    """The versions a number may depend on, so that a difference between records can be traced
+    (read once per process: every record of a run carries them)."""
     from importlib.metadata import PackageNotFoundError, version
 
     result = {"python": platform.python_version()}
@@ -37,8 +40,9 @@ def software_versions() -> dict[str, str]:
     return result
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The commit of the code that ran, when it runs from a git checkout."""
+    """The commit of the code that ran, when it runs from a git checkout (asked once per process)."""
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
@@ -57,7 +61,7 @@ def provenance(model_key: str, device: str, dtype: str, stage_keys: dict[str, st
     """Where a record came from: software, model identity, device, and each of its stages' key, time and cache use."""
     mine = [entry for entry in stage_log if entry["key"] in stage_keys.values()]
     return {
-        "versions": software_versions(), "git_commit": git_commit(), "model_key": model_key,
+        "versions": dict(software_versions()), "git_commit": git_commit(), "model_key": model_key,
         "device": device, "dtype": dtype, "platform": platform.platform(), "stage_keys": stage_keys,
         "stage_seconds": {entry["stage"]: round(entry["seconds"], 3) for entry in mine},
         "stage_cached": {entry["stage"]: entry["cached"] for entry in mine},
