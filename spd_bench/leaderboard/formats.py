@@ -222,6 +222,18 @@ def _tex_cell(text: CellText | None) -> str:
     return rf"\begin{{tabular}}[t]{{@{{}}r@{{}}}}{value}{dagger}\\{{\tiny {extra}}}\end{{tabular}}"
 
 
+def _tex_open(caption: str, n_cols: int) -> list[str]:
+    """The opening lines every LaTeX table here shares: float, caption, a label column then numbers."""
+    return [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\scriptsize",
+        rf"\caption{{{caption}}}",
+        r"\begin{tabular}{l" + "r" * (n_cols - 1) + "}",
+        r"\toprule",
+    ]
+
+
 def _tex_table(table: ModelTable) -> list[str]:
     n_cols = 1 + len(table.columns) + len(table.summary_domains)
     spans: list[tuple[str, int]] = [(DOMAIN_TITLES[d].capitalize(), len(table.columns_in(d))) for d in ("in", "out")]
@@ -235,12 +247,7 @@ def _tex_table(table: ModelTable) -> list[str]:
     tasks = [tex_escape(c.task) for c in table.columns] + [DOMAIN_TITLES[d] for d in table.summary_domains]
     metrics = [tex_escape(c.metric_label) for c in table.columns] + [""] * len(table.summary_domains)
     lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\scriptsize",
-        rf"\caption{{Leaderboard: {tex_escape(table.model)}}}",
-        r"\begin{tabular}{l" + "r" * (n_cols - 1) + "}",
-        r"\toprule",
+        *_tex_open(f"Leaderboard: {tex_escape(table.model)}", n_cols),
         " & " + " & ".join(group_cells) + r" \\",
         "".join(rules),
         "Method & " + " & ".join(tasks) + r" \\",
@@ -272,12 +279,7 @@ def _tex_comparison(compared: ComparisonTable) -> list[str]:
     tasks = [f"{tex_escape(c.task)} ({c.domain})" for c in compared.columns]
     labels = [tex_escape(column_label(compared, c)) for c in compared.columns]
     lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\scriptsize",
-        rf"\caption{{{SECTION_TITLE}: {tex_escape(title(compared))}}}",
-        r"\begin{tabular}{l" + "r" * (n_cols - 1) + "}",
-        r"\toprule",
+        *_tex_open(f"{SECTION_TITLE}: {tex_escape(title(compared))}", n_cols),
         "Method & " + " & ".join(tasks) + r" \\",
         " & " + " & ".join(labels) + r" \\",
         r"\midrule",
