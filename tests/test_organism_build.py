@@ -15,6 +15,7 @@ from spd_bench.organism.build import CHECKS, BuildConfig, build_key, build_organ
 from spd_bench.organism.pretrain import ModelShape, PretrainConfig, lr_at, make_model, pretrain
 from spd_bench.organism.tokenizer import train_tokenizer
 
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -114,3 +115,45 @@ def test_smoke_build_writes_a_loadable_organism_and_is_reused(tmp_path: Path) ->
     again: list[str] = []
     assert build_organism(tmp_path, smoke=True, progress=again.append) == folder
     assert again == [] and (folder / "provenance.json").stat().st_mtime_ns == stamp
+
+
+def test_the_shipped_weights_are_of_the_current_recipe() -> None:
+    """Editing the recipe without re-shipping (organism build --from-scratch --ship) fails here."""
+    from spd_bench.organism.shipped import shipped_manifest, usable_shipped
+
+    manifest = shipped_manifest()
+    assert manifest is not None and manifest["build_key"] == build_key(BuildConfig())
+    folder, why_not = usable_shipped(build_key(BuildConfig()))
+    assert folder is not None, why_not
+
+
+def test_the_default_organism_comes_from_the_shipped_weights_intact(tmp_path: Path) -> None:
+    from spd_bench.models import resolve_model_path
+    from spd_bench.organism.shipped import file_hashes, shipped_manifest
+
+    folder = build_organism(tmp_path)
+    manifest = shipped_manifest()
+    copied = file_hashes(folder)
+    assert {name: copied[name] for name in manifest["files"] if name != "provenance.json"} == {
+        name: digest for name, digest in manifest["files"].items() if name != "provenance.json"}
+    assert "shipped" in json.loads((folder / "provenance.json").read_text())["origin"]
+    # the model's identity (part of every stage key) is the one the committed results were computed with
+    committed = json.loads(next(RESULTS.glob("records/organism/*/*.json")).read_text())["provenance"]["model_key"]
+    assert resolve_model_path("organism", tmp_path) == (folder, "built-in", committed)
+
+
+def test_damaged_or_stale_shipped_weights_are_not_used(tmp_path: Path) -> None:
+    import shutil
+
+    from spd_bench.organism.shipped import SHIPPED, usable_shipped
+
+    copy = tmp_path / "shipped"
+    shutil.copytree(SHIPPED, copy)
+    key = build_key(BuildConfig())
+    assert usable_shipped(key, copy)[0] == copy
+    assert "build" in usable_shipped("0" * 16, copy)[1]
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    folder, why_not = usable_shipped(key, copy)
+    assert folder is None and "model.safetensors does not match its sha256" in why_not

@@ -57,6 +57,12 @@ def outside(matrix: torch.Tensor, rows: torch.Tensor) -> float:
     return float((rows.double() @ complement).abs().max())
 
 
+def kv_cache(output):
+    """generate's cache: ``past_key_values`` (transformers < 5.20) or ``cache`` (newer)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 def test_identity_projection_leaves_generation_token_for_token_identical():
     model = tiny_model("llama")
     ids = random_ids(7, seed=0, batch=3)
@@ -64,7 +70,7 @@ def test_identity_projection_leaves_generation_token_for_token_identical():
     with projected(model, identity_projectors([0, 1])):
         hooked = generate(model, ids, new_tokens=10)
     assert torch.equal(plain.sequences, hooked.sequences)
-    for before, after in zip(plain.cache.layers, hooked.cache.layers, strict=True):
+    for before, after in zip(kv_cache(plain).layers, kv_cache(hooked).layers, strict=True):
         assert torch.equal(before.keys, after.keys) and torch.equal(before.values, after.values)
     with projected(model, random_projectors(model, [0, 1], rank=RANK)):  # the hooks do act
         assert not torch.equal(generate(model, ids, new_tokens=10).sequences, plain.sequences)
@@ -110,14 +116,14 @@ def test_generation_cache_lies_in_the_subspace(layout, form):
         handle = kv_modules(runner)[1].k_proj.register_forward_hook(lambda _m, _a, out: captured.append(out))
         out = generate(runner, ids, new_tokens=5)
         handle.remove()
-    layer = out.cache.layers[1]
+    layer = kv_cache(out).layers[1]
     pre_rope = torch.cat(captured, dim=1)  # prompt pass, then one position per decoding step
     assert pre_rope.shape == (2, layer.keys.shape[2], KV_WIDTH)
     assert outside(p_k, pre_rope) < 1e-5
     assert outside(p_v, flat(layer.values)) < 1e-5
     torch.testing.assert_close(undo_rope(model, layer.keys), pre_rope, atol=1e-5, rtol=1e-5)
     assert outside(p_k, undo_rope(model, layer.keys)) < 1e-4
-    untouched = out.cache.layers[0]  # layer 0 is not projected: its values leave the subspace
+    untouched = kv_cache(out).layers[0]  # layer 0 is not projected: its values leave the subspace
     assert outside(p_v, flat(untouched.values)) > 1e-2
 
 

@@ -86,8 +86,13 @@ def build_organism(
     steps: int | None = None,
     progress: Callable[[str], None] | None = None,
     smoke: bool = False,
+    from_scratch: bool = False,
 ) -> Path:
-    """Build (or reuse) an organism; ``smoke`` means a few steps and a small check, for tests."""
+    """Build (or reuse) an organism; ``smoke`` means a few steps and a small check, for tests.
+
+    The default organism comes from the weights shipped in the package when they are of the
+    current recipe and intact (organism/shipped.py); ``from_scratch`` pretrains regardless.
+    """
     cfg = BuildConfig(seed=seed)
     if smoke:
         cfg = replace(cfg, pretrain=replace(cfg.pretrain, steps=steps or SMOKE_STEPS, log_every=1), check_limit=8)
@@ -96,8 +101,14 @@ def build_organism(
     final = Path(cache_dir) / "models" / f"organism-{build_key(cfg)}"
     if (final / "provenance.json").exists():
         return final
+    from spd_bench.organism.shipped import copy_shipped, usable_shipped
     from spd_bench.store import publish_folder
 
+    if cfg == BuildConfig() and not from_scratch:
+        shipped, why_not = usable_shipped(build_key(cfg))
+        if shipped is not None:
+            return publish_folder(final, lambda folder: copy_shipped(shipped, folder))
+        (progress or (lambda message: None))(f"building from scratch: {why_not}")
     return publish_folder(final, lambda folder: _build_into(folder, cfg, progress or (lambda message: None)))
 
 
