@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n-train", type=int, dest="n_train", help="use the first N training prompts of each source")
     run.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
     run.add_argument("--dtype", help="auto (default), float32, bfloat16, float16")
+    run.add_argument("--backend", help="inference engine: auto (default: vllm on a GPU when installed and able to"
+                     " serve the run, else hf), hf or vllm (docs/backends.md)")
     run.add_argument("--output", dest="output_dir", help="results folder (default results/)")
     run.add_argument("--cache-dir", dest="cache_dir", help="artifact cache folder (default .spd_cache/)")
     run.add_argument("--data", action="append", metavar="NAME=PATH", help="local data file for a task or source (repeatable)")
@@ -122,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--methods", type=_csv, help="only these methods")
     board.add_argument("--tasks", type=_csv, help="only these tasks")
     board.add_argument("--metric", help="metric to show instead of each task's primary metric")
-    board.add_argument("--allow-mixed", action="store_true", help="allow cells whose evaluation settings differ")
+    board.add_argument("--allow-mixed", action="store_true", help="allow cells whose evaluation settings (the backend among them) differ")
 
     score = sub.add_parser("score", help="score stored completions through the same path as `run`")
     score.add_argument("--task", required=True)
@@ -140,8 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     organism = sub.add_parser("organism", help="the built-in CPU model")
     organism_sub = organism.add_subparsers(dest="organism_command", required=True)
-    build = organism_sub.add_parser("build", help="pretrain the organism now (otherwise built on first use)")
+    build = organism_sub.add_parser("build", help="make the organism ready now (otherwise on first use): from the"
+                                    " shipped weights when they match the recipe, else by pretraining")
     build.add_argument("--cache-dir", default=".spd_cache")
+    build.add_argument("--from-scratch", action="store_true",
+                       help="pretrain (about 5 minutes on 2 cores) into CACHE_DIR/organism-scratch and compare the"
+                       " result with the shipped weights")
+    build.add_argument("--ship", action="store_true",
+                       help="with --from-scratch: make the new build the shipped weights (after changing the recipe)")
     return parser
 
 
@@ -155,8 +163,8 @@ def _run(args: argparse.Namespace, console: Any) -> int:
         raise UserError(f"--force {bad[0]!r} is not a stage; stages are {', '.join(PIPELINE_STAGES)}")
     yaml_data = load_yaml(args.config) if args.config else {}
     flags = {name: getattr(args, name) for name in (
-        "model", "methods", "tasks", "seeds", "limit", "n_train", "device", "dtype", "output_dir", "cache_dir",
-        "allow_code_execution",
+        "model", "methods", "tasks", "seeds", "limit", "n_train", "device", "dtype", "backend", "output_dir",
+        "cache_dir", "allow_code_execution",
     )}
     if args.data:
         flags["data"] = {**yaml_data.get("data", {}), **_pairs(args.data, "--data")}
@@ -175,7 +183,7 @@ def _run(args: argparse.Namespace, console: Any) -> int:
                           rebuild=not args.no_rebuild)
     reporter = RichReporter(console, quiet=args.quiet)
     console.print(f"[bold]spd-bench run[/bold]: model {config.model}, {len(plan.cells)} cells, "
-                  f"tasks {', '.join(plan.tasks)}, config {config.hash()}")
+                  f"tasks {', '.join(plan.tasks)}, backend {plan.backend}, config {config.hash()}")
     for note in plan.notes:
         console.print(f"note: {note}", highlight=False)
     pipeline = Pipeline(config, plan, store, reporter)
@@ -279,10 +287,24 @@ def _prefetch(args: argparse.Namespace, console: Any) -> int:
 
 
 def _organism(args: argparse.Namespace, console: Any) -> int:
-    from spd_bench.organism.build import organism_dir
+    from spd_bench.organism.build import BuildConfig, build_key, build_organism, organism_dir
+    from spd_bench.organism.shipped import differences, ship
 
-    path = organism_dir(Path(args.cache_dir), progress=lambda message: console.print(message, highlight=False))
-    console.print(f"organism ready in {path}")
+    def progress(message: str) -> None:
+        console.print(message, highlight=False)
+
+    if args.ship and not args.from_scratch:
+        raise UserError("--ship makes a new build the shipped weights; add --from-scratch")
+    if not args.from_scratch:
+        console.print(f"organism ready in {organism_dir(Path(args.cache_dir), progress=progress)}")
+        return 0
+    path = build_organism(Path(args.cache_dir) / "organism-scratch", progress=progress, from_scratch=True)
+    differing = differences(path)
+    console.print(f"built in {path}: " + ("identical to the shipped weights" if not differing
+                                          else f"differs from the shipped weights in {', '.join(differing)}"))
+    if args.ship:
+        ship(path, build_key(BuildConfig()))
+        console.print("shipped: spd_bench/organism/shipped/ now holds this build")
     return 0
 
 

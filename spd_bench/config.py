@@ -57,6 +57,17 @@ class ScoreConfig:
     n_samples: int = 1  # completions per code problem; > 1 reports pass@k and needs sampled evaluation
 
 
+@dataclass
+class VLLMConfig:
+    """Settings of the vLLM backend (--backend vllm; docs/backends.md). Ignored by the hf backend."""
+
+    tensor_parallel_size: int = 1  # GPUs one engine spans
+    gpu_memory_utilization: float = 0.85  # share of each GPU the engine may take (weights, KV cache)
+    max_model_len: int | None = None  # None: the model's own maximum
+    cpu_kvcache_space_gb: float = 1.0  # KV cache of the CPU build (VLLM_CPU_KVCACHE_SPACE), GiB
+    max_lora_rank: int = 16  # the largest LoRA rank the engine accepts (>= train.lora_r)
+
+
 ORGANISM_TRAIN = {"lr": 1e-3, "epochs": 3, "batch_size": 16, "lora_alpha": 16, "lora_dropout": 0.0, "max_length": 256}
 """Training preset for the built-in organism, identical for every method (docs/organism.md).
 
@@ -78,6 +89,7 @@ class RunConfig:
     model: str = "organism"  # when not given: organism for the synthetic suite, DEFAULT_HUB_MODEL otherwise
     device: str = "auto"
     dtype: str = "auto"
+    backend: str = "auto"  # auto: vllm on a GPU when installed and able to serve the run, else hf
     tasks: list[str] = field(default_factory=lambda: ["synth"])
     methods: list[str] = field(default_factory=lambda: ["base", "raw_sd", "spd", "spd_random", "ssd"])
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
@@ -91,6 +103,7 @@ class RunConfig:
     decoding: Decoding = field(default_factory=Decoding)
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     data: dict[str, str] = field(default_factory=dict)
     allow_code_execution: bool = False
@@ -123,6 +136,15 @@ class RunConfig:
         if not re.fullmatch(DEVICE_PATTERN, self.device):
             _bad("device", self.device, "auto, cpu, mps, cuda or cuda:N")
         _choice("dtype", self.dtype, DTYPES)
+        if not self.backend:
+            _bad("backend", self.backend, "auto, hf, vllm or a backend a plugin registers")
+        _at_least("vllm.tensor_parallel_size", self.vllm.tensor_parallel_size, 1)
+        _in_range("vllm.gpu_memory_utilization", self.vllm.gpu_memory_utilization, 0.0, 1.0, "in (0, 1]", low_open=True)
+        _in_range("vllm.cpu_kvcache_space_gb", self.vllm.cpu_kvcache_space_gb, 0.0, None, "GiB above 0", low_open=True)
+        if self.vllm.max_model_len is not None:
+            _at_least("vllm.max_model_len", self.vllm.max_model_len, 2)
+        if self.vllm.max_lora_rank < self.train.lora_r:
+            _bad("vllm.max_lora_rank", self.vllm.max_lora_rank, f"at least train.lora_r = {self.train.lora_r}")
         _choice("prompt_format", self.prompt_format, PROMPT_FORMATS)
         _at_least("gen_batch_size", self.gen_batch_size, 1)
         _at_least("eval_batch_size", self.eval_batch_size, 1)

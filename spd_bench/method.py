@@ -116,6 +116,10 @@ class Method:
         from config files, no weights); return notes worth printing before the run starts."""
         return []
 
+    def backend_problem(self, backend: str) -> str | None:
+        """Why this method's options cannot run on the inference ``backend`` (None: they can)."""
+        return None
+
     def prepare(self, ctx: MethodContext, out_dir: Path) -> dict[str, Any]:
         return {}
 

@@ -9,7 +9,7 @@ bad setting fails at plan time in seconds, for a 14B model as for the organism.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ class ModelInfo:
     linear_modules: frozenset[str]  # leaf names of the nn.Linear modules (LoRA target candidates)
     chat_template: bool
     kv_error: str | None = None  # why K/V could not be located (SPD will refuse the model)
+    config: Any = field(default=None, compare=False, repr=False)  # the transformers config (engines check it)
 
 
 def has_chat_template(folder: Path) -> bool:
@@ -94,4 +95,5 @@ def model_info(spec: str, cache_dir: Path) -> ModelInfo:
     return ModelInfo(
         name=spec, n_layers=n_layers, kv_widths=widths,
         linear_modules=linear, chat_template=folder is not None and has_chat_template(folder), kv_error=kv_error,
+        config=config,
     )

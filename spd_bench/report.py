@@ -13,11 +13,11 @@ class RichReporter(Reporter):
         self.console = console
         self.quiet = quiet
 
-    def cell(self, index: int, total: int, label: str) -> None:
+    def phase(self, description: str) -> None:
         if not self.quiet:
             from rich.markup import escape
 
-            self.console.print(f"[bold]cell {index}/{total}[/bold] {escape(label)}", highlight=False)
+            self.console.print(f"[bold]{escape(description)}[/bold]", highlight=False)
 
     def stage(self, cell: str, stage: str, cached: bool, seconds: float) -> None:
         if self.quiet:

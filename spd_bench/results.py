@@ -8,7 +8,7 @@ file beside each record (``<record>.samples.jsonl``), one line per evaluation it
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ class EvalSettings:
     data_layer: str  # "local" | "hub" | "offline-mirror" | "synthetic"
     n_items: int
     scorer: str
+    backend: str = "hf"  # the inference engine that produced the outputs scored (hf, vllm)
 
 
 @dataclass
@@ -93,13 +94,15 @@ def record_from_dict(data: Any, origin: str) -> ResultRecord:
     for key, value in data["metrics"].items():
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise UserError(f"{origin}: field 'metrics.{key}' should be a number, got {value!r}")
-    settings_names = {f.name for f in fields(EvalSettings)}
-    missing = settings_names - set(data["eval_settings"])
+    # fields with a default came later; a record written before them has the default's meaning
+    required = {f.name for f in fields(EvalSettings) if f.default is MISSING}
+    missing = required - set(data["eval_settings"])
     if missing:
         raise UserError(f"{origin}: field 'eval_settings.{sorted(missing)[0]}' is missing")
     known = {f.name for f in fields(ResultRecord)}
     clean = {k: v for k, v in data.items() if k in known}
-    clean["eval_settings"] = EvalSettings(**{k: data["eval_settings"][k] for k in settings_names})
+    settings_names = {f.name for f in fields(EvalSettings)}
+    clean["eval_settings"] = EvalSettings(**{k: v for k, v in data["eval_settings"].items() if k in settings_names})
     return ResultRecord(**clean)
 
 

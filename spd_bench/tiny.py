@@ -11,7 +11,7 @@ from typing import Any
 
 from spd_bench.builtin_models import BuiltinModel
 
-TINY_VERSION = 1
+TINY_VERSION = 2  # 2: head_dim 32 (2 heads, 1 KV head), the smallest vLLM's CPU attention takes
 _CORPUS = [
     "Q: Ann has 12 apples. She buys 7 more. How many apples? A: 12 + 7 = 19. #### 19",
     "def f(x):\n    return abs(max(x, 2)) - 8\n",
@@ -80,8 +80,9 @@ def build_tiny_model(folder: Path, layout: str, seed: int = 0) -> None:
 
     train_tiny_tokenizer(folder)
     tokenizer = load_tokenizer(folder)
-    config = decoder_config(
-        layout, len(tokenizer), special_ids=(tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    config = decoder_config(  # same widths as the default shape, but head_dim 32 so vLLM's CPU build serves it
+        layout, len(tokenizer), heads=2, kv_heads=1,
+        special_ids=(tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id),
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)

@@ -1,11 +1,13 @@
-"""Conformance of every backend to the protocol, run against the Hugging Face backend and the
-example ``counting`` backend (tests/fixtures/counting_backend.py), which lm-eval scores through
-the generic ``BackendLM``. A new backend passes by adding its name to ``BACKEND_NAMES``."""
+"""Conformance of every backend to the protocol, run against the Hugging Face backend, the
+example ``counting`` backend (tests/fixtures/counting_backend.py) and the vLLM backend (its CPU
+build), the last two scored by lm-eval through the generic ``BackendLM``. A new backend passes by
+adding its name to ``BACKEND_NAMES``."""
 
 from __future__ import annotations
 
 import ast
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,9 @@ import torch
 
 from conftest import TESTS
 from spd_bench.api import BACKENDS, BASE, AdapterHandle, Backend, GenerationPlan, ProjectedHandle
+from spd_bench.backends import load_backend
 from spd_bench.backends.hf import HFBackend
+from spd_bench.errors import UserError
 from spd_bench.registry import load_plugin
 from spd_bench.scoring import ScoreSettings
 from spd_bench.scoring.lmeval import LMEvalGenerate, LMEvalMultipleChoice
@@ -22,7 +26,7 @@ from spd_bench.tasks import TaskSpec
 
 load_plugin(str(TESTS / "fixtures" / "counting_backend.py"))
 
-BACKEND_NAMES = ["hf", "counting"]
+BACKEND_NAMES = ["hf", "counting", "vllm"]
 PROMPTS = ["Q: Ann has 12 apples. She buys 7 more.", "def f(x):\n", "The quick", "Question: What is 7 + 19?\nAnswer:"]
 PAIRS = [("Q: Ann has 12 apples. A:", " 12 + 7 = 19. #### 19"), ("def f(x):\n", "    return abs(x)"),
          ("The quick brown", " fox jumps")]
@@ -30,8 +34,11 @@ SAMPLED = dict(max_new_tokens=10, temperature=1.0, top_p=0.95, batch_size=2)
 
 
 @pytest.fixture(scope="module", params=BACKEND_NAMES)
-def backend(request: pytest.FixtureRequest, model_cache: Path) -> Backend:
-    return BACKENDS.get(request.param).load("tiny-llama", model_cache, "cpu", "float32")
+def backend(request: pytest.FixtureRequest, model_cache: Path) -> Iterator[Backend]:
+    """One backend per name for the whole module (a vLLM engine starts as few times as possible)."""
+    loaded = BACKENDS.get(request.param).load("tiny-llama", model_cache, "cpu", "float32")
+    yield loaded
+    getattr(loaded, "close", lambda: None)()  # the next module may start an engine of its own
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +71,25 @@ def _greedy(backend: Backend, handle=BASE, **plan) -> list[str]:
     return [texts[0] for texts in backend.generate(handle, PROMPTS, GenerationPlan(max_new_tokens=12, batch_size=3, **plan))]
 
 
-def test_the_registry_knows_both_backends(backend: Backend):
+def test_the_registry_knows_every_backend(backend: Backend):
     assert isinstance(backend, Backend) and backend.name in BACKENDS and BACKENDS.source("hf") == "built-in"
     assert backend.tokenizer is not None and backend.device == "cpu" and backend.dtype == "float32"
+
+
+def test_close_releases_and_the_backend_serves_again(backend: Backend):
+    before = _greedy(backend)
+    backend.close()
+    backend.close()  # closing twice is harmless
+    assert _greedy(backend) == before
+
+
+def test_backend_options_reach_the_backend(model_cache: Path):
+    with pytest.raises(UserError, match="takes no options"):
+        load_backend("tiny-llama", model_cache, "cpu", "float32", name="hf", options={"tensor_parallel_size": 1})
+    with pytest.raises(UserError, match="no option nonsense"):
+        load_backend("tiny-llama", model_cache, "cpu", "float32", name="vllm", options={"nonsense": 1})
+    assert load_backend("tiny-llama", model_cache, "cpu", "float32", name="vllm",
+                        options={"max_model_len": 64}).max_length(BASE) == 64  # no engine is started
 
 
 def test_greedy_generation_is_deterministic(backend: Backend):
@@ -120,17 +143,24 @@ def test_an_adapter_changes_outputs_and_is_removed_afterwards(backend: Backend, 
     adapted = backend.loglikelihood(AdapterHandle(adapter), PAIRS)
     assert all(abs(a.logprob - b.logprob) > 1e-3 for a, b in zip(before, adapted))
     assert backend.loglikelihood(BASE, PAIRS) == before
-    inner = backend if isinstance(backend, HFBackend) else backend.inner
-    assert not any("lora" in name for name, _ in inner.model.named_modules())
+    inner = backend if isinstance(backend, HFBackend) else getattr(backend, "inner", None)
+    if inner is not None:  # an in-memory HF model; vLLM serves adapters per request
+        assert not any("lora" in name for name, _ in inner.model.named_modules())
 
 
-def test_projection_folded_equals_hooked_and_leaves_the_base_model(backend: Backend, projectors: Path):
+def test_projection_folded_equals_hooked_and_leaves_the_base_model(backend: Backend, projectors: Path, hf: HFBackend):
     base = backend.loglikelihood(BASE, PAIRS)
     folded = backend.loglikelihood(ProjectedHandle(projectors, "fold"), PAIRS)
-    hooked = backend.loglikelihood(ProjectedHandle(projectors, "hooks"), PAIRS)
+    hooks = ProjectedHandle(projectors, "hooks")
+    reference: Backend = backend
+    if backend.name == "vllm":  # hooks need the HF model object: vLLM refuses them, HF's hooked model is the reference
+        with pytest.raises(UserError, match="generation: fold with --backend vllm"):
+            backend.loglikelihood(hooks, PAIRS)
+        reference = hf
+    hooked = reference.loglikelihood(hooks, PAIRS)
     assert [r.logprob for r in folded] == pytest.approx([r.logprob for r in hooked], rel=1e-4)
     assert all(abs(f.logprob - b.logprob) > 1e-3 for f, b in zip(folded, base))
-    assert _greedy(backend, ProjectedHandle(projectors, "fold")) == _greedy(backend, ProjectedHandle(projectors, "hooks"))
+    assert _greedy(backend, ProjectedHandle(projectors, "fold")) == _greedy(reference, hooks)
     assert backend.loglikelihood(BASE, PAIRS) == base
 
 
@@ -152,7 +182,8 @@ def test_lm_eval_scores_through_the_backend(backend: Backend, tmp_path: Path):
         assert isinstance(lm, LM)
     if isinstance(backend, HFBackend):
         return
-    assert backend.calls["generate"] >= 1 and backend.calls["loglikelihood"] >= 1
+    if hasattr(backend, "calls"):
+        assert backend.calls["generate"] >= 1 and backend.calls["loglikelihood"] >= 1
     plan = GenerationPlan(max_new_tokens=8, batch_size=2, stop=("\n",))
     expected = [texts[0] for texts in backend.generate(BASE, PROMPTS, plan)]
     assert [row["response"] for row in generated.per_item] == expected

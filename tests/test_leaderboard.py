@@ -371,3 +371,24 @@ def test_latex_is_well_formed_and_compiles_when_pdflatex_exists(
     )
     assert done.returncode == 0, done.stdout[-3000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_records_from_different_backends_are_not_mixed_in_one_column(tmp_path: Path):
+    """A column compares methods; outputs of two engines differ, so mixing them needs --allow-mixed."""
+    import shutil
+
+    from spd_bench.errors import UserError
+    from spd_bench.leaderboard import build_leaderboard
+
+    committed = Path(__file__).resolve().parents[1] / "results" / "records" / "organism" / "synth_math"
+    folder = tmp_path / "records" / "organism" / "synth_math"
+    shutil.copytree(committed, folder)
+    record = folder / "raw_sd-seed1.json"
+    data = json.loads(record.read_text())
+    assert data["eval_settings"].get("backend", "hf") == "hf"
+    data["eval_settings"]["backend"] = "vllm"
+    record.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=r"synth_math: records differ in backend \(hf: .*; vllm: raw_sd"):
+        build_leaderboard(tmp_path, None, [])
+    board = build_leaderboard(tmp_path, None, [], allow_mixed=True)
+    assert board.tables

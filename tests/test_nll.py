@@ -76,7 +76,7 @@ def test_a_better_answer_scores_lower_after_the_model_learns_it(tiny, backend, t
     encoded = encode_example(tiny.tokenizer, ITEMS[1]["prompt"], ITEMS[1]["answer"], add_eos=False)
     ids = torch.tensor([encoded.input_ids])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(10):
+    for _ in range(20):
         optimizer.zero_grad()
         model(input_ids=ids, labels=ids).loss.backward()
         optimizer.step()

@@ -60,7 +60,12 @@ class HFBackend:
         return backend
 
     @classmethod
-    def load(cls, spec: str, cache_dir: Path, device: str, dtype: str) -> HFBackend:
+    def load(cls, spec: str, cache_dir: Path, device: str, dtype: str, **options: Any) -> HFBackend:
+        """``options`` are other backends' settings: the hf backend takes none."""
+        if options:
+            from spd_bench.errors import UserError
+
+            raise UserError(f"the hf backend takes no options; got {', '.join(sorted(options))}")
         from spd_bench.models import load_model
 
         return cls.from_loaded(load_model(spec, cache_dir, device, dtype))
@@ -122,6 +127,9 @@ class HFBackend:
             yield _make_hflm_class()(
                 pretrained=model, tokenizer=self.tokenizer, batch_size=batch_size, max_length=_max_length(model)
             )
+
+    def close(self) -> None:
+        """Nothing to release: the model is the caller's (training uses the same object)."""
 
 
 def _generate_pass(

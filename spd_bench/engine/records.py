@@ -57,12 +57,13 @@ def command_line() -> str | None:
 
 
 def provenance(model_key: str, device: str, dtype: str, stage_keys: dict[str, str | None],
-               stage_log: list[dict[str, Any]], data_details: dict[str, Any]) -> dict[str, Any]:
-    """Where a record came from: software, model identity, device, and each of its stages' key, time and cache use."""
+               stage_log: list[dict[str, Any]], data_details: dict[str, Any], engine: dict[str, Any]) -> dict[str, Any]:
+    """Where a record came from: software, model identity, device, inference engine, and each of its
+    stages' key, time and cache use."""
     mine = [entry for entry in stage_log if entry["key"] in stage_keys.values()]
     return {
         "versions": dict(software_versions()), "git_commit": git_commit(), "model_key": model_key,
-        "device": device, "dtype": dtype, "platform": platform.platform(), "stage_keys": stage_keys,
+        "device": device, "dtype": dtype, "engine": engine, "platform": platform.platform(), "stage_keys": stage_keys,
         "stage_seconds": {entry["stage"]: round(entry["seconds"], 3) for entry in mine},
         "stage_cached": {entry["stage"]: entry["cached"] for entry in mine},
         "data_details": data_details, "command": command_line(),
@@ -85,6 +86,7 @@ def build_record(*, config: RunConfig, cell: Cell, method: Method, task_name: st
         eval_settings=EvalSettings(
             prompt_format=task.prompt_format, decoding=score["settings"], limit=config.limit,
             data_layer=score["data_layer"], n_items=score["n_items"], scorer=task.scorer,
+            backend=provenance["engine"]["backend"],
         ),
         method_info={
             "external_signal": method.external_signal, "budget": budget, "options": method.options_dict(),

@@ -77,6 +77,12 @@ class SPD(Method):
     paper_defaults = PAPER_DEFAULTS
     post_sampling_options = frozenset({"loss_on"})
 
+    def backend_problem(self, backend: str) -> str | None:
+        if backend != "hf" and self.options.generation == "hooks":
+            return (f"method_options.{self.name}.generation = hooks needs forward hooks, which only the hf backend"
+                    " has; use generation: fold (the same outputs up to rounding) or --backend hf")
+        return None
+
     def validate_model(self, info: Any) -> list[str]:
         """Check the options against the model's shape (from its config, no weights); return notes."""
         from spd_bench.spd.extract import resolve_rank

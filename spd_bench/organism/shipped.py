@@ -46,6 +46,25 @@ def usable_shipped(key: str, folder: Path = SHIPPED) -> tuple[Path | None, str]:
     return folder, ""
 
 
+def differences(built: Path, folder: Path = SHIPPED) -> list[str]:
+    """The files of a build that differ from the shipped ones. The JSON configs are compared without
+    ``transformers_version``, which records the library that wrote them, not the model."""
+    differing = []
+    for name in FILES:
+        if name == "provenance.json":  # wall times and versions: differ by nature
+            continue
+        if name.endswith("config.json"):
+            ours, theirs = (json.loads((base / name).read_text()) for base in (built, folder))
+            ours.pop("transformers_version", None)
+            theirs.pop("transformers_version", None)
+            same = ours == theirs
+        else:
+            same = _sha256(built / name) == _sha256(folder / name)
+        if not same:
+            differing.append(name)
+    return differing
+
+
 def copy_shipped(source: Path, target: Path) -> None:
     """Copy the shipped files into a cache folder (the caller publishes it atomically)."""
     for name in FILES:
