@@ -62,6 +62,7 @@ def make_extras(model_folder: Path, work: Path, device: str, dtype: str) -> tupl
     from spd_bench.models import load_model
     from spd_bench.spd.extract import random_projectors, save_projectors
 
+    work.mkdir(parents=True, exist_ok=True)
     loaded = load_model(str(model_folder), work, device, dtype)
     n_layers = loaded.model.config.num_hidden_layers
     projectors = work / "projectors.safetensors"
@@ -83,7 +84,7 @@ def prompts_for(tokenizer: Any, n: int, length: int, seed: int) -> list[str]:
     """``n`` prompts of ``length`` words; random words for the random model, task prompts for the organism."""
     import random
 
-    if len(tokenizer) > 5_000:
+    if "w3" in tokenizer.get_vocab():  # the word-level tokenizer of the random model
         rng = random.Random(seed)
         return [" ".join(f"w{rng.randrange(3, len(tokenizer))}" for _ in range(length)) for _ in range(n)]
     from spd_bench.organism import suite
