@@ -90,6 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
                      f" organism for the synthetic suite, {DEFAULT_HUB_MODEL} for any other task)")
     run.add_argument("--shard", metavar="I/N",
                      help="run only the I-th of N shares of the cells (job arrays on a shared cache and output)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="where the cells run: local (default: this process) or ray (tasks on a Ray cluster;"
+                     " docs/scaling.md)")
+    run.add_argument("--ray-address", dest="ray_address", metavar="auto|HOST:PORT",
+                     help="with --executor ray: the cluster to join (auto: the one running on this node; default:"
+                     " $RAY_ADDRESS, else a new local cluster sized to this machine)")
+    run.add_argument("--gpus-per-cell", dest="gpus_per_cell", type=float, metavar="N",
+                     help="with --executor ray: GPUs each cell's task asks for (default: 1 when the cluster has"
+                     " GPUs and --device is not cpu, else 0)")
+    run.add_argument("--cpus-per-cell", dest="cpus_per_cell", type=float, metavar="N",
+                     help="with --executor ray: CPUs each cell's task asks for (default 1)")
     run.add_argument("--no-rebuild", action="store_true",
                      help="stop with an error instead of rebuilding a cached stage whose files fail verification")
     run.add_argument("--methods", type=_csv, help=f"comma list (default {','.join(defaults.methods)})")
@@ -161,6 +172,7 @@ def _run(args: argparse.Namespace, console: Any) -> int:
     bad = [s for s in args.force if s not in PIPELINE_STAGES]
     if bad:
         raise UserError(f"--force {bad[0]!r} is not a stage; stages are {', '.join(PIPELINE_STAGES)}")
+    _check_executor_flags(args)
     yaml_data = load_yaml(args.config) if args.config else {}
     flags = {name: getattr(args, name) for name in (
         "model", "methods", "tasks", "seeds", "limit", "n_train", "device", "dtype", "backend", "output_dir",
@@ -169,31 +181,90 @@ def _run(args: argparse.Namespace, console: Any) -> int:
     if args.data:
         flags["data"] = {**yaml_data.get("data", {}), **_pairs(args.data, "--data")}
     config = make_config(deep_merge(yaml_data, parse_set(args.set)), flags).with_absolute_paths()
+    ray_executor = _ray_executor(args, console, config) if args.executor == "ray" else None  # checked before planning
     plan = make_plan(config)
     if args.shard:
         from spd_bench.engine.plan import select_shard
 
         plan.cells = select_shard(plan.cells, args.shard)
 
-    from spd_bench.engine.pipeline import Pipeline
+    from spd_bench.engine.executors import command_without_executor
     from spd_bench.report import RichReporter
-    from spd_bench.store import ArtifactStore
 
-    store = ArtifactStore(Path(config.cache_dir), use_cache=not args.no_cache, force=set(args.force),
-                          rebuild=not args.no_rebuild)
     reporter = RichReporter(console, quiet=args.quiet)
     console.print(f"[bold]spd-bench run[/bold]: model {config.model}, {len(plan.cells)} cells, "
                   f"tasks {', '.join(plan.tasks)}, backend {plan.backend}, config {config.hash()}")
     for note in plan.notes:
         console.print(f"note: {note}", highlight=False)
-    pipeline = Pipeline(config, plan, store, reporter)
-    records = pipeline.run()
-    reporter.summary(pipeline.stage_log)
+    command = command_without_executor()  # the executor options change no number: records leave them out
+    if ray_executor is not None:
+        from spd_bench.engine.executors import TaskFailed
+
+        try:
+            records, stage_log = _run_on_ray(ray_executor, config, plan, console)
+        except TaskFailed as exc:
+            from rich.console import Console
+            from rich.markup import escape
+
+            Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            return 1
+    else:
+        from spd_bench.engine.executors import local_info
+        from spd_bench.engine.pipeline import Pipeline
+        from spd_bench.store import ArtifactStore
+
+        store = ArtifactStore(Path(config.cache_dir), use_cache=not args.no_cache, force=set(args.force),
+                              rebuild=not args.no_rebuild)
+        pipeline = Pipeline(config, plan, store, reporter, executor_info=local_info(args.shard), command=command)
+        records = pipeline.run()
+        stage_log = pipeline.stage_log
+    reporter.summary(stage_log)
     console.print(f"{len(records)} result records in {config.output_dir}/records")
     if not args.no_leaderboard:
         _show_leaderboard(console, Path(config.output_dir), Path(config.output_dir), ["md", "csv", "png"],
                           models=[config.model], methods=config.methods, tasks=list(plan.tasks))
     return 0
+
+
+def _check_executor_flags(args: argparse.Namespace) -> None:
+    """The executor options agree with each other (checked before anything is loaded)."""
+    if args.executor == "ray":
+        if args.shard:
+            raise UserError("--shard is for job arrays without Ray; --executor ray spreads every cell over the"
+                            " cluster itself: drop --shard (or use --executor local)")
+        return
+    given = [flag for flag, value in (("--ray-address", args.ray_address), ("--gpus-per-cell", args.gpus_per_cell),
+                                      ("--cpus-per-cell", args.cpus_per_cell)) if value is not None]
+    if given:
+        raise UserError(f"{given[0]} is an option of --executor ray; add --executor ray or drop {given[0]}")
+
+
+def _ray_executor(args: argparse.Namespace, console: Any, config: Any) -> Any:
+    """The Ray executor of ``--executor ray`` (spd_bench/engine/executors.py), its settings checked and
+    its cluster's address answering (no cluster is started yet)."""
+    from spd_bench.engine.executors import RayExecutor, RaySettings, StoreOptions, command_without_executor
+
+    settings = RaySettings(
+        address=args.ray_address,
+        gpus_per_cell=args.gpus_per_cell,  # None: 1 on a cluster with GPUs (unless --device cpu), else 0
+        cpus_per_cell=args.cpus_per_cell if args.cpus_per_cell is not None else 1.0,
+    )
+    store = StoreOptions(use_cache=not args.no_cache, force=frozenset(args.force), rebuild=not args.no_rebuild)
+    executor = RayExecutor(settings, store=store, plugins=list(args.plugin),
+                           command=command_without_executor(), quiet=args.quiet,
+                           echo=lambda line: console.print(line, highlight=False, markup=False))
+    executor.check(config)
+    return executor
+
+
+def _run_on_ray(executor: Any, config: Any, plan: Any, console: Any) -> tuple[list[Path], list[dict[str, Any]]]:
+    """The plan's cells as tasks on the Ray cluster: the records and the stage log of every task."""
+    outcome = executor.run(config, plan)
+    served = {(task["backend"], str(task["engine"].get("dtype"))) for task in outcome.tasks}
+    if served and served != {(plan.backend, str(plan.engine_settings.get("dtype")))}:
+        console.print("note: the Ray workers served the models with " + "; ".join(
+            f"backend {backend} ({dtype})" for backend, dtype in sorted(served)), highlight=False, markup=False)
+    return outcome.records, outcome.stage_log
 
 
 def _show_leaderboard(console: Any, results: Path, out: Path | None, formats: list[str], **filters: Any) -> None:

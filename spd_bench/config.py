@@ -33,7 +33,7 @@ class Decoding:
 
 @dataclass
 class TrainConfig:
-    """LoRA fine-tuning settings shared by every method (paper defaults)."""
+    """LoRA fine-tuning settings shared by every method (paper defaults); docs/training.md."""
 
     lora_r: int = 8
     lora_alpha: int = 8
@@ -44,8 +44,28 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_ratio: float = 0.0
     epochs: int = 5
-    batch_size: int = 8
+    batch_size: int = 8  # the effective batch: per_device_batch_size x gradient_accumulation_steps x processes
     max_length: int = 1024
+    precision: str = "auto"  # auto: bf16 autocast on a GPU that supports it, fp32 elsewhere | fp32 | bf16 | fp16
+    gradient_checkpointing: bool = False
+    gradient_accumulation_steps: int = 1
+    per_device_batch_size: int | None = None  # None: batch_size / (gradient_accumulation_steps x processes)
+    packing: bool = False  # pack several examples into each max_length row (TRL's best-fit packing)
+    save_steps: int = 0  # a checkpoint every N optimizer steps, resumed after a crash; 0: none
+    report_to: list[str] = field(default_factory=list)  # experiment trackers, e.g. [trackio]; none by default
+
+    def per_device(self, processes: int = 1) -> int:
+        """The batch each process takes per forward pass; a UserError when the sizes do not divide."""
+        split = self.gradient_accumulation_steps * processes
+        across = f"gradient_accumulation_steps x processes = {self.gradient_accumulation_steps} x {processes}"
+        if self.per_device_batch_size is None:
+            if self.batch_size % split:
+                _bad("train.batch_size", self.batch_size, f"a multiple of {across}")
+            return self.batch_size // split
+        if self.per_device_batch_size * split != self.batch_size:
+            _bad("train.per_device_batch_size", self.per_device_batch_size,
+                 f"train.batch_size / ({across}) = {self.batch_size / split:g}, or leave it out")
+        return self.per_device_batch_size
 
 
 @dataclass
@@ -82,6 +102,13 @@ DEFAULT_HUB_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TRACKERS = {  # train.report_to name -> (module to find, pip package): the trainer's integrations
+    "trackio": ("trackio", "trackio"), "wandb": ("wandb", "wandb"), "tensorboard": ("tensorboard", "tensorboard"),
+    "mlflow": ("mlflow", "mlflow"), "comet_ml": ("comet_ml", "comet-ml"), "clearml": ("clearml", "clearml"),
+    "neptune": ("neptune", "neptune"), "dvclive": ("dvclive", "dvclive"), "swanlab": ("swanlab", "swanlab"),
+    "codecarbon": ("codecarbon", "codecarbon"),
+}
 
 
 @dataclass
@@ -171,11 +198,36 @@ class RunConfig:
         _at_least("train.batch_size", train.batch_size, 1)
         _at_least("train.max_length", train.max_length, 2)
         _choice("train.schedule", train.schedule, SCHEDULES)
+        _choice("train.precision", train.precision, PRECISIONS)
+        _at_least("train.gradient_accumulation_steps", train.gradient_accumulation_steps, 1)
+        if train.per_device_batch_size is not None:
+            _at_least("train.per_device_batch_size", train.per_device_batch_size, 1,
+                      hint="; leave it out for train.batch_size / gradient_accumulation_steps")
+        train.per_device(int(os.environ.get("WORLD_SIZE", "1")))  # `accelerate launch` sets WORLD_SIZE
+        _at_least("train.save_steps", train.save_steps, 0, hint=" (0: no checkpoints)")
+        _check_trackers(train.report_to)
         _in_range("score.timeout_s", self.score.timeout_s, 0.0, None, "a finite number of seconds above 0", low_open=True)
         _at_least("score.memory_mb", self.score.memory_mb, 64)
         _at_least("score.n_samples", self.score.n_samples, 1)
         if not train.target_modules:
             _bad("train.target_modules", train.target_modules, "at least one module name, e.g. q_proj,v_proj")
+
+
+def _check_trackers(names: list[str]) -> None:
+    """Every train.report_to entry is a tracker the trainer knows, and installed."""
+    import importlib.util
+
+    for name in names:
+        if name not in TRACKERS:
+            _bad("train.report_to", name, "trackers among " + ", ".join(sorted(TRACKERS)) + ", or none (an empty list)")
+        module, package = TRACKERS[name]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise UserError(f"config field train.report_to names {name}, which is not installed: pip install {package},"
+                            f" or leave {name} out")
 
 
 def absolute_path(path: str) -> str:

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import struct
 import sys
 import tempfile
@@ -415,6 +416,8 @@ class ArtifactStore:
                 "files": files,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "seconds": round(time.time() - started, 3),
+                # who built it: with many processes on one cache (shards, Ray workers), each stage says which one
+                "builder": {"host": socket.gethostname(), "pid": os.getpid()},
             }
             atomic_write_json(tmp / MANIFEST, manifest)
             if final.exists():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from functools import cached_property, partial
@@ -32,7 +33,9 @@ if TYPE_CHECKING:
     from spd_bench.scoring import ScoreSettings
     from spd_bench.tasks import LoadedData, TaskSpec
 
-STAGE_VERSIONS = {"prepare": 1, "sample": 1, "curate": 1, "train": 1, "score": 2}  # score 2: the trusted code verdict
+# score 2: the trusted code verdict; train 2: TRL's SFTTrainer instead of a hand-written loop
+STAGE_VERSIONS = {"prepare": 1, "sample": 1, "curate": 1, "train": 2, "score": 2}
+_TRAIN_NOT_KEYED = frozenset({"save_steps", "report_to"})  # how a fine-tune is checkpointed and watched, not what it computes
 STAGES = tuple(STAGE_VERSIONS)
 
 
@@ -101,11 +104,16 @@ def cell_label(cell: Cell) -> str:
 
 
 class Pipeline:
-    def __init__(self, config: RunConfig, plan: Plan, store: ArtifactStore, reporter: Reporter | None = None) -> None:
+    def __init__(self, config: RunConfig, plan: Plan, store: ArtifactStore, reporter: Reporter | None = None,
+                 executor_info: dict[str, Any] | None = None, command: str | None = None) -> None:
+        """``executor_info``: where the cells run (executors.py; provenance only, never in a key or a
+        metric); ``command``: the command the records keep (default: this process's command line)."""
         self.config = config
         self.plan = plan
         self.store = store
         self.reporter = reporter or Reporter()
+        self.executor_info = executor_info
+        self.command = command
         self.output = Path(config.output_dir)
         self.inputs = RunInputs(config, plan, lambda: self._model[0])
         self._backend: Backend | None = None
@@ -277,10 +285,15 @@ class Pipeline:
     def train(self, cell: Cell, method: Method, ctx: MethodContext, corpus: Artifact, label: str) -> Artifact:
         """A LoRA adapter fine-tuned on the corpus (none, recorded as ``empty_corpus``, when the corpus is empty)."""
         spec = method.train_spec(ctx)
-        config = {"train": to_dict(self.config.train), "spec": asdict(spec), "seed": cell.seed}
+        train = {k: v for k, v in to_dict(self.config.train).items() if k not in _TRAIN_NOT_KEYED}
+        config = {"train": train, "spec": asdict(spec), "seed": cell.seed}
         key = stage_key("train", STAGE_VERSIONS["train"], config, {"model": self.model_key, "corpus": corpus.key.key,
                                                                     "dtype": self.plan.engine_settings.get("dtype")})
-        return self._stage(label, key, partial(self._fine_tune, ctx, spec, corpus.folder, cell.seed or 0, label))
+        checkpoints = Path(self.config.cache_dir) / "checkpoints" / key.key  # survives a crash; resumed from
+        adapter = self._stage(label, key, partial(self._fine_tune, ctx, spec, corpus.folder, cell.seed or 0, label,
+                                                  checkpoints))
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        return adapter
 
     def score(self, task_name: str, method: Method, trained: Trained, label: str) -> Artifact:
         """The trained (or base) model scored on a task: ``score.json`` and per-item ``samples.jsonl``."""
@@ -305,7 +318,7 @@ class Pipeline:
             device=self.config.device if self._backend is None else self._backend.device,
             dtype=self.config.dtype if self._backend is None else self._backend.dtype,
             stage_keys=stage_keys, stage_log=self.stage_log, data_details=summary["data_details"],
-            engine=self.plan.engine_settings,
+            engine=self.plan.engine_settings, executor=self.executor_info, command=self.command,
         )
         record = build_record(config=self.config, cell=cell, method=method, task_name=task_name, task=self.plan.tasks[task_name],
                               domain=domain, score=summary, budget=trained.budget, provenance=origin)
@@ -338,7 +351,7 @@ class Pipeline:
         return {"n_samples": len(samples), "n_kept": len(kept)}
 
     def _fine_tune(self, ctx: MethodContext, spec: TrainSpec, corpus_folder: Path, seed: int, label: str,
-                   out: Path) -> dict[str, Any]:
+                   checkpoints: Path, out: Path) -> dict[str, Any]:
         from spd_bench.engine.finetune import train_lora
 
         train = self.config.train
@@ -348,7 +361,7 @@ class Pipeline:
         total = -(-len(pairs) // train.batch_size) * train.epochs
         with self.reporter.progress(f"{label}: fine-tune", total) as tick:
             return train_lora(ctx.model.model, ctx.model.tokenizer, pairs, train, spec, seed, out,
-                              progress=lambda step, _total: tick(1))
+                              progress=lambda step, _total: tick(1), checkpoint_dir=checkpoints)
 
     def _score_items(self, task_name: str, task: TaskSpec, data: LoadedData, settings: ScoreSettings,
                      settings_cfg: dict[str, Any], adapter: Path | None, out: Path) -> dict[str, Any]:

@@ -57,16 +57,19 @@ def command_line() -> str | None:
 
 
 def provenance(model_key: str, device: str, dtype: str, stage_keys: dict[str, str | None],
-               stage_log: list[dict[str, Any]], data_details: dict[str, Any], engine: dict[str, Any]) -> dict[str, Any]:
-    """Where a record came from: software, model identity, device, inference engine, and each of its
-    stages' key, time and cache use."""
+               stage_log: list[dict[str, Any]], data_details: dict[str, Any], engine: dict[str, Any],
+               executor: dict[str, Any] | None = None, command: str | None = None) -> dict[str, Any]:
+    """Where a record came from: software, model identity, device, inference engine, the executor
+    that ran it (local or Ray: tasks, workers, devices; see engine/executors.py), each of its
+    stages' key, time and cache use, and the command (``command``, else this process's)."""
     mine = [entry for entry in stage_log if entry["key"] in stage_keys.values()]
     return {
         "versions": dict(software_versions()), "git_commit": git_commit(), "model_key": model_key,
         "device": device, "dtype": dtype, "engine": engine, "platform": platform.platform(), "stage_keys": stage_keys,
         "stage_seconds": {entry["stage"]: round(entry["seconds"], 3) for entry in mine},
         "stage_cached": {entry["stage"]: entry["cached"] for entry in mine},
-        "data_details": data_details, "command": command_line(),
+        "data_details": data_details, "command": command if command is not None else command_line(),
+        "executor": executor if executor is not None else {"name": "local"},
     }
 
 
