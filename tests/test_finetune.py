@@ -351,3 +351,41 @@ def test_packing_trains_on_the_same_tokens_in_fewer_steps(tiny: LoadedModel, tmp
     assert packed["steps"] < plain["steps"]
     assert loss_tokens(packed_batches) == loss_tokens(batches)
     assert all("attention_mask" not in batch and int((batch["position_ids"] == 0).sum()) > 1 for batch in packed_batches)
+
+
+# ---- experiment trackers ------------------------------------------------------------------------
+TRACKED = """
+import json, sys
+from pathlib import Path
+from spd_bench.config import TrainConfig
+from spd_bench.engine.finetune import train_lora
+from spd_bench.method import TrainSpec
+from spd_bench.models import load_model
+cache, out = Path(sys.argv[1]), Path(sys.argv[2])
+tiny = load_model("tiny-llama", cache, "cpu", "float32")
+pairs = [(f"Q {i} plus {i}?", f" It is {2 * i}.") for i in range(8)]
+train = TrainConfig(lr=1e-3, epochs=2, batch_size=4, max_length=48, lora_dropout=0.0, report_to=["trackio"])
+info = train_lora(tiny.model, tiny.tokenizer, pairs, train, TrainSpec(loss_on="completion"), 1, out / "adapter")
+from trackio.sqlite_storage import SQLiteStorage
+projects = SQLiteStorage.get_projects()
+logs = [row for project in projects for run in SQLiteStorage.get_runs(project)
+        for row in SQLiteStorage.get_logs(project, run)]
+print(json.dumps({"curve": info["train_curve"], "logs": logs}, default=str))
+"""
+
+
+def test_training_curves_reach_trackio_when_asked(model_cache: Path, tmp_path: Path):
+    """report_to: [trackio] logs the fine-tune's curve to trackio's local store (no server, no hub)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRACKIO_DIR": str(tmp_path / "trackio"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", TRACKED, str(model_cache), str(tmp_path)], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    logged = [row["train/loss"] for row in report["logs"] if "train/loss" in row]
+    assert logged and logged == pytest.approx([point["loss"] for point in report["curve"] if "loss" in point])
+    assert (tmp_path / "trackio").is_dir()

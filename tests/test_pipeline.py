@@ -46,6 +46,9 @@ def test_run_writes_one_record_per_cell_and_task(first_run):
     assert record["method_info"]["options"]["rank_fraction"] == 0.5
     assert record["method_info"]["options"]["layers"] == "last_mid"
     assert record["method_info"]["budget"]["n_examples"] == 16
+    curve = record["method_info"]["training"]["train_curve"]  # the fine-tune's curve travels with the record
+    assert len(curve) >= 2 and all(point["loss"] > 0 and "learning_rate" in point for point in curve)
+    assert record["method_info"]["training"]["loss_last"] == curve[-1]["loss"]
     assert record["config"]["train"]["epochs"] == 2
     assert set(record["provenance"]["versions"]) >= {"python", "torch", "transformers", "peft", "lm_eval", "evalplus"}
     assert record["eval_settings"]["data_layer"] == "synthetic"

@@ -60,10 +60,11 @@ class Trained:
     adapter_key: str | None  # the train stage's key; None for the base model
     adapter: Path | None  # None: the base model (untrained, or a filter kept no sample)
     budget: dict[str, Any]
+    training: dict[str, Any]  # the fine-tune's loss and learning-rate curve, as the train stage logged it
     stage_keys: dict[str, str | None]
 
 
-UNTRAINED = Trained(adapter_key=None, adapter=None, budget={}, stage_keys={})
+UNTRAINED = Trained(adapter_key=None, adapter=None, budget={}, training={}, stage_keys={})
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> str:
@@ -251,6 +252,7 @@ class Pipeline:
                 "n_examples": adapter.info["n_examples"], "n_tokens": adapter.info["n_tokens"], "epochs": adapter.info["epochs"],
                 "n_generated": corpus.info["n_samples"], "n_kept": corpus.info["n_kept"],
             },
+            training={key: adapter.info[key] for key in ("loss_first", "loss_last", "train_curve") if key in adapter.info},
             stage_keys={"prepare": prepared.key.key if prepared else None, "sample": samples.key.key,
                         "curate": corpus.key.key, "train": adapter.key.key},
         )
@@ -321,7 +323,8 @@ class Pipeline:
             engine=self.plan.engine_settings, executor=self.executor_info, command=self.command,
         )
         record = build_record(config=self.config, cell=cell, method=method, task_name=task_name, task=self.plan.tasks[task_name],
-                              domain=domain, score=summary, budget=trained.budget, provenance=origin)
+                              domain=domain, score=summary, budget=trained.budget, training=trained.training,
+                              provenance=origin)
         path = write_record(record, self.output, score.folder)
         self.records.append(path)
         return path

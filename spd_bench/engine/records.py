@@ -74,7 +74,8 @@ def provenance(model_key: str, device: str, dtype: str, stage_keys: dict[str, st
 
 
 def build_record(*, config: RunConfig, cell: Cell, method: Method, task_name: str, task: TaskSpec, domain: str,
-                 score: dict[str, Any], budget: dict[str, Any], provenance: dict[str, Any]) -> ResultRecord:
+                 score: dict[str, Any], budget: dict[str, Any], training: dict[str, Any],
+                 provenance: dict[str, Any]) -> ResultRecord:
     """The record of one (cell, task) from the score stage's ``score.json`` and the training budget."""
     return ResultRecord(
         model=config.model,
@@ -92,7 +93,8 @@ def build_record(*, config: RunConfig, cell: Cell, method: Method, task_name: st
             backend=provenance["engine"]["backend"],
         ),
         method_info={
-            "external_signal": method.external_signal, "budget": budget, "options": method.options_dict(),
+            "external_signal": method.external_signal, "budget": budget, "training": training,
+            "options": method.options_dict(),
             "version": method.version, "description": method.description,
         },
         config=to_dict(config),
