@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-leaderboard", action="store_true", help="do not rebuild the leaderboard after the run")
 
     lst = sub.add_parser("list", help="list registered tasks or methods")
-    lst.add_argument("what", choices=["tasks", "methods"])
+    lst.add_argument("what", choices=["tasks", "methods", "backends"])
     lst.add_argument("--verbose", "-v", action="store_true", help="show options and defaults")
 
     board = sub.add_parser("leaderboard", help="rebuild tables and plots from stored result records (no model work)")
@@ -150,6 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
     prefetch.add_argument("--model", action="append", default=[], dest="models", metavar="HUB_ID",
                           help="also download this hub model into the hub cache (repeatable)")
     prefetch.add_argument("--cache-dir", default=".spd_cache")
+
+    export = sub.add_parser("export", help="a fine-tuned cell out of the cache as a portable folder: its LoRA adapter,"
+                            " merged weights or SPD's projected generator, with a model card (docs/export.md)")
+    export.add_argument("--results", default="results", help="folder of result records (default results/)")
+    export.add_argument("--cache-dir", dest="cache_dir",
+                        help="artifact cache the cell ran in (default: the one its records name)")
+    export.add_argument("--model", required=True, help="the run's model, spelled as the run was given it")
+    export.add_argument("--method", required=True, help="a method that trains, e.g. spd, raw_sd")
+    export.add_argument("--source", help="training source (default: the only one this method and seed trained on)")
+    export.add_argument("--seed", type=int, required=True)
+    export.add_argument("--out", required=True, help="new folder to write (built aside, renamed into place)")
+    export.add_argument("--merge", action="store_true", help="the adapter merged into the base weights: a plain checkpoint")
+    export.add_argument("--projected", action="store_true",
+                        help="spd/spd_random: SPD's generator, the base model with the K/V projection folded in")
+    export.add_argument("--push-to-hub", dest="push_to_hub", metavar="REPO",
+                        help="then upload the folder to this hub model repo (created when missing)")
+    export.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
 
     organism = sub.add_parser("organism", help="the built-in CPU model")
     organism_sub = organism.add_subparsers(dest="organism_command", required=True)
@@ -291,6 +308,8 @@ def _list(args: argparse.Namespace, console: Any) -> int:
         for group, members in sorted(groups().items()):
             console.print(f"group [bold]{group}[/bold]: {', '.join(members)}")
         return 0
+    if args.what == "backends":
+        return _list_backends(console)
     from spd_bench.registry import METHODS
 
     table = Table(title="methods")
@@ -314,6 +333,26 @@ def _list(args: argparse.Namespace, console: Any) -> int:
                 match = "-" if key not in cls.paper_defaults else ("yes" if paper == value else "NO")
                 options.add_row(key, repr(value), repr(paper) if paper != "-" else "-", match)
             console.print(options)
+    return 0
+
+
+def _list_backends(console: Any) -> int:
+    """Each registered backend and whether it can run here (vllm: installed and importable)."""
+    from rich.table import Table
+
+    from spd_bench.backends import BACKENDS
+
+    table = Table(title="backends (--backend; docs/backends.md)")
+    for column in ("backend", "source", "status"):
+        table.add_column(column)
+    for name in BACKENDS.names():
+        status = "ready"
+        if name == "vllm":
+            from spd_bench.backends.vllm import vllm_unsupported
+
+            status = vllm_unsupported() or "ready (installed)"
+        table.add_row(name, BACKENDS.source(name), status)
+    console.print(table)
     return 0
 
 
@@ -355,6 +394,18 @@ def _prefetch(args: argparse.Namespace, console: Any) -> int:
             console.print(f"  {note}", highlight=False)
         failed += entry["status"].startswith("not available")
     return 1 if failed else 0
+
+
+def _export(args: argparse.Namespace, console: Any) -> int:
+    from spd_bench.export import ExportRequest, export_cell
+
+    request = ExportRequest(
+        results=Path(args.results), model=args.model, method=args.method, seed=args.seed, out=Path(args.out),
+        source=args.source, cache_dir=Path(args.cache_dir) if args.cache_dir else None, merge=args.merge,
+        projected=args.projected, push_to_hub=args.push_to_hub, private=args.private,
+    )
+    export_cell(request, progress=lambda message: console.print(message, highlight=False, markup=False))
+    return 0
 
 
 def _organism(args: argparse.Namespace, console: Any) -> int:
@@ -402,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         for plugin in args.plugin:
             load_plugin(plugin)
         handler = {"run": _run, "list": _list, "leaderboard": _leaderboard, "score": _score,
-                   "prefetch": _prefetch, "organism": _organism}[args.command]
+                   "prefetch": _prefetch, "organism": _organism, "export": _export}[args.command]
         return handler(args, console)
     except UserError as exc:
         errors.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
