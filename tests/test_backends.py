@@ -216,8 +216,12 @@ def _model_calls(path: Path) -> list[str]:
     return found
 
 
+EXPORT = PACKAGE / "export.py"
+
+
 def test_only_the_hf_backend_runs_hf_generate_hflm_or_peft_attach():
-    offenders = [call for path in sorted(PACKAGE.rglob("*.py")) if path != ALLOWED for call in _model_calls(path)]
+    offenders = [call for path in sorted(PACKAGE.rglob("*.py")) if path != ALLOWED for call in _model_calls(path)
+                 if not (path == EXPORT and "PeftModel.from_pretrained(" in call)]  # export merges weights: no inference
     assert offenders == []
     inside = " ".join(_model_calls(ALLOWED))
     assert "model.generate(" in inside and "PeftModel.from_pretrained(" in inside and "_make_hflm_class()(" in inside
