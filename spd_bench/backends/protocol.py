@@ -5,8 +5,9 @@ lm-eval scoring, reference NLL, the organism's accuracy check) asks a ``Backend`
 naming the model by a small frozen handle. A new engine is one module implementing ``Backend``
 plus one entry in ``spd_bench.backends.BACKENDS``; nothing else changes.
 
-Fine-tuning and SPD's subspace extraction still work on the Hugging Face model object itself
-(``HFBackend.loaded``); they are not part of this seam yet.
+Fine-tuning and SPD's subspace extraction need gradients, so they work on the Hugging Face model
+object whatever the backend (the hf backend's own ``loaded`` model, or one loaded beside another
+engine for those stages only); inference engines do not serve them.
 """
 
 from __future__ import annotations
