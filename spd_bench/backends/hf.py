@@ -26,6 +26,7 @@ from spd_bench.backends.protocol import (
     Loglikelihood,
     Progress,
     ProjectedHandle,
+    scored_sequence,
     truncate_at_stop,
 )
 
@@ -182,19 +183,8 @@ def _loglikelihoods(
     """Batched log p(continuation | context); prompt and continuation tokenized as in training."""
     import torch
 
-    from spd_bench.spans import encode_example
-
     limit = _max_length(model)
-    sequences: list[tuple[list[int], int, bool]] = []  # (token ids, continuation tokens scored, truncated)
-    for context, continuation in requests:
-        encoded = encode_example(tokenizer, context, continuation, add_eos=False)
-        n_scored = len(encoded.input_ids) - max(encoded.prompt_len, 1)  # the first token has no context
-        ids = encoded.input_ids
-        truncated = n_scored >= 1 and len(ids) > limit
-        if truncated:  # keep the continuation, cut the context's start
-            ids = ids[-limit:]
-            n_scored = min(n_scored, limit - 1)
-        sequences.append((ids, max(n_scored, 0), truncated))
+    sequences = [scored_sequence(tokenizer, context, continuation, limit) for context, continuation in requests]
     results = [Loglikelihood(0.0, 0, True, False)] * len(sequences)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     device = next(model.parameters()).device

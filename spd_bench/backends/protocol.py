@@ -104,6 +104,22 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
+def scored_sequence(tokenizer: Any, context: str, continuation: str, limit: int) -> tuple[list[int], int, bool]:
+    """(token ids, continuation tokens scored, truncated) of one log-likelihood request, the same for
+    every backend: tokenized as in training without EOS, the first token unscored (nothing predicts
+    it), and the context's start cut when the sequence exceeds ``limit`` (the continuation kept)."""
+    from spd_bench.spans import encode_example
+
+    encoded = encode_example(tokenizer, context, continuation, add_eos=False)
+    ids = encoded.input_ids
+    n_scored = len(ids) - max(encoded.prompt_len, 1)
+    truncated = n_scored >= 1 and len(ids) > limit
+    if truncated:
+        ids = ids[-limit:]
+        n_scored = min(n_scored, limit - 1)
+    return ids, max(n_scored, 0), truncated
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What every model-backed stage asks of an inference engine (one base model per backend)."""

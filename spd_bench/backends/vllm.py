@@ -1,7 +1,7 @@
 """The vLLM backend: vLLM's offline engine (``vllm.LLM``) behind the backend protocol.
 
 Outputs are defined as the hf backend defines them, so the two can be swapped: prompts are
-tokenized by spd-bench (``encode_prompt`` / ``encode_example``) and sent as token ids, and every
+tokenized by spd-bench (``encode_prompt`` / ``scored_sequence``) and sent as token ids, and every
 completion is decoded from its token ids by spd-bench's tokenizer and cut at the first stop
 sequence, exactly as the hf path does with its tokens.
 
@@ -54,6 +54,7 @@ from spd_bench.backends.protocol import (
     Loglikelihood,
     Progress,
     ProjectedHandle,
+    scored_sequence,
     truncate_at_stop,
 )
 from spd_bench.errors import UserError
@@ -298,7 +299,7 @@ class VLLMBackend:
         ``batch_size`` is unused: vLLM batches requests itself."""
         from vllm import SamplingParams, TokensPrompt
 
-        sequences = [_scored_sequence(self.tokenizer, context, continuation, self._max_model_len)
+        sequences = [scored_sequence(self.tokenizer, context, continuation, self._max_model_len)
                      for context, continuation in requests]
         results = [Loglikelihood(0.0, 0, True, False)] * len(sequences)
         todo = [index for index, (_, n_scored, _) in enumerate(sequences) if n_scored >= 1]
@@ -349,21 +350,6 @@ def _lora_targets(folder: Path) -> list[str]:
     head = model.get_output_embeddings()
     return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
                    if isinstance(module, nn.Linear) and module is not head})
-
-
-def _scored_sequence(tokenizer: Any, context: str, continuation: str, limit: int) -> tuple[list[int], int, bool]:
-    """(token ids, continuation tokens scored, truncated) by the rules of ``hf._loglikelihoods``:
-    no EOS, the first token unscored, the context's start cut when the sequence exceeds ``limit``."""
-    from spd_bench.spans import encode_example
-
-    encoded = encode_example(tokenizer, context, continuation, add_eos=False)
-    ids = encoded.input_ids
-    n_scored = len(ids) - max(encoded.prompt_len, 1)
-    truncated = n_scored >= 1 and len(ids) > limit
-    if truncated:
-        ids = ids[-limit:]
-        n_scored = min(n_scored, limit - 1)
-    return ids, max(n_scored, 0), truncated
 
 
 def _progress_bar(progress: Progress | None, per_request: int) -> Any:
