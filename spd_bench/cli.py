@@ -122,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true", help="recompute every stage (results still overwrite atomically)")
     run.add_argument("--force", type=_csv, default=[], metavar="STAGE[,STAGE]", help=f"recompute these stages: {', '.join(STAGES)}")
     run.add_argument("--no-leaderboard", action="store_true", help="do not rebuild the leaderboard after the run")
+    run.add_argument("--tracker", type=_csv, default=[], metavar="trackio|wandb|mlflow",
+                     help="log every cell (config, stage timings, training curve, metrics) to these experiment"
+                     " trackers (docs/interop.md)")
+    run.add_argument("--tracker-project", dest="tracker_project", default="spd-bench",
+                     help="the trackers' project (default spd-bench)")
 
     lst = sub.add_parser("list", help="list registered tasks or methods")
     lst.add_argument("what", choices=["tasks", "methods", "backends"])
@@ -190,6 +195,9 @@ def _run(args: argparse.Namespace, console: Any) -> int:
     if bad:
         raise UserError(f"--force {bad[0]!r} is not a stage; stages are {', '.join(PIPELINE_STAGES)}")
     _check_executor_flags(args)
+    from spd_bench.tracking import check_trackers
+
+    trackers = check_trackers(args.tracker)  # a missing tracker stops the run before anything is written
     yaml_data = load_yaml(args.config) if args.config else {}
     flags = {name: getattr(args, name) for name in (
         "model", "methods", "tasks", "seeds", "limit", "n_train", "device", "dtype", "backend", "output_dir",
@@ -237,6 +245,13 @@ def _run(args: argparse.Namespace, console: Any) -> int:
         stage_log = pipeline.stage_log
     reporter.summary(stage_log)
     console.print(f"{len(records)} result records in {config.output_dir}/records")
+    if trackers:
+        from spd_bench.results import load_record
+        from spd_bench.tracking import log_cells
+
+        logged = log_cells([load_record(path) for path in records], trackers, args.tracker_project)
+        console.print(f"{len(logged)} cells logged to {', '.join(trackers)} (project {args.tracker_project})",
+                      highlight=False)
     if not args.no_leaderboard:
         _show_leaderboard(console, Path(config.output_dir), Path(config.output_dir), ["md", "csv", "png"],
                           models=[config.model], methods=config.methods, tasks=list(plan.tasks))
