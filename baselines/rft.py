@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from spd_baselines.answers import final_answer, reference_answer, require_answer_kind
+from spd_baselines.answers import require_answer_kind
+from spd_bench.answer_format import final_answer, reference_answer
 from spd_baselines.curated import CuratedSD
 from spd_bench.api import MethodContext, Sample
 from spd_bench.errors import UserError

@@ -76,18 +76,47 @@ class _Parser(argparse.ArgumentParser):
         return action
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of a run (config, model, methods, tasks, seeds, caches, overrides), shared by run and sweep."""
     from spd_bench.config import DEFAULT_HUB_MODEL, RunConfig
 
     defaults = RunConfig()
+    parser.add_argument("--config", help="YAML run config; flags override its fields")
+    parser.add_argument("--model", help="hub id, local folder, or built-in: organism, tiny-llama, tiny-qwen2 (default:"
+                        f" organism for the synthetic suite, {DEFAULT_HUB_MODEL} for any other task)")
+    parser.add_argument("--no-rebuild", action="store_true",
+                        help="stop with an error instead of rebuilding a cached stage whose files fail verification")
+    parser.add_argument("--methods", type=_csv, help=f"comma list (default {','.join(defaults.methods)})")
+    parser.add_argument("--tasks", type=_csv,
+                        help=f"comma list of tasks or groups (default {','.join(defaults.tasks)}; see `spd-bench list tasks`)")
+    parser.add_argument("--seeds", type=_csv, help=f"comma list of integer seeds (default {','.join(map(str, defaults.seeds))})")
+    parser.add_argument("--limit", type=int, help="evaluate on the first N items of each task (recorded)")
+    parser.add_argument("--n-train", type=int, dest="n_train", help="use the first N training prompts of each source")
+    parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--dtype", help="auto (default), float32, bfloat16, float16")
+    parser.add_argument("--backend", help="inference engine: auto (default: vllm on a GPU when installed and able to"
+                        " serve the run, else hf), hf or vllm (docs/backends.md)")
+    parser.add_argument("--output", dest="output_dir", help="results folder (default results/)")
+    parser.add_argument("--cache-dir", dest="cache_dir", help="artifact cache folder (default .spd_cache/)")
+    parser.add_argument("--data", action="append", metavar="NAME=PATH", help="local data file for a task or source (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override any config field, e.g. train.lr=1e-4")
+    parser.add_argument("--include-path", action="append", dest="include_path", metavar="DIR",
+                        help="folder of your own lm-eval task YAML, for --tasks lm_eval:NAME (repeatable; config:"
+                        " lm_eval.include_path)")
+    parser.add_argument("--allow-code-execution", action="store_true", default=None, dest="allow_code_execution",
+                        help="allow running generated code (sandboxed) for code tasks")
+    parser.add_argument("--no-cache", action="store_true", help="recompute every stage (results still overwrite atomically)")
+    parser.add_argument("--force", type=_csv, default=[], metavar="STAGE[,STAGE]", help=f"recompute these stages: {', '.join(STAGES)}")
+    parser.add_argument("--no-leaderboard", action="store_true", help="do not rebuild the leaderboard after the run")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="spd-bench", description="Benchmark harness for self-distillation of language models.")
     _global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run methods on tasks and score every model (default: the CPU organism suite)")
-    run.add_argument("--config", help="YAML run config; flags override its fields")
-    run.add_argument("--model", help="hub id, local folder, or built-in: organism, tiny-llama, tiny-qwen2 (default:"
-                     f" organism for the synthetic suite, {DEFAULT_HUB_MODEL} for any other task)")
+    _run_flags(run)
     run.add_argument("--shard", metavar="I/N",
                      help="run only the I-th of N shares of the cells (job arrays on a shared cache and output)")
     run.add_argument("--executor", choices=["local", "ray"], default="local",
@@ -101,36 +130,29 @@ def build_parser() -> argparse.ArgumentParser:
                      " GPUs and --device is not cpu, else 0)")
     run.add_argument("--cpus-per-cell", dest="cpus_per_cell", type=float, metavar="N",
                      help="with --executor ray: CPUs each cell's task asks for (default 1)")
-    run.add_argument("--no-rebuild", action="store_true",
-                     help="stop with an error instead of rebuilding a cached stage whose files fail verification")
-    run.add_argument("--methods", type=_csv, help=f"comma list (default {','.join(defaults.methods)})")
-    run.add_argument("--tasks", type=_csv,
-                     help=f"comma list of tasks or groups (default {','.join(defaults.tasks)}; see `spd-bench list tasks`)")
-    run.add_argument("--seeds", type=_csv, help=f"comma list of integer seeds (default {','.join(map(str, defaults.seeds))})")
-    run.add_argument("--limit", type=int, help="evaluate on the first N items of each task (recorded)")
-    run.add_argument("--n-train", type=int, dest="n_train", help="use the first N training prompts of each source")
-    run.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
-    run.add_argument("--dtype", help="auto (default), float32, bfloat16, float16")
-    run.add_argument("--backend", help="inference engine: auto (default: vllm on a GPU when installed and able to"
-                     " serve the run, else hf), hf or vllm (docs/backends.md)")
-    run.add_argument("--output", dest="output_dir", help="results folder (default results/)")
-    run.add_argument("--cache-dir", dest="cache_dir", help="artifact cache folder (default .spd_cache/)")
-    run.add_argument("--data", action="append", metavar="NAME=PATH", help="local data file for a task or source (repeatable)")
-    run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override any config field, e.g. train.lr=1e-4")
-    run.add_argument("--allow-code-execution", action="store_true", default=None, dest="allow_code_execution",
-                     help="allow running generated code (sandboxed) for code tasks")
-    run.add_argument("--no-cache", action="store_true", help="recompute every stage (results still overwrite atomically)")
-    run.add_argument("--force", type=_csv, default=[], metavar="STAGE[,STAGE]", help=f"recompute these stages: {', '.join(STAGES)}")
-    run.add_argument("--no-leaderboard", action="store_true", help="do not rebuild the leaderboard after the run")
     run.add_argument("--tracker", type=_csv, default=[], metavar="trackio|wandb|mlflow",
                      help="log every cell (config, stage timings, training curve, metrics) to these experiment"
                      " trackers (docs/interop.md)")
     run.add_argument("--tracker-project", dest="tracker_project", default="spd-bench",
                      help="the trackers' project (default spd-bench)")
 
+    sweep = sub.add_parser("sweep", help="run a grid of option settings (--set FIELD=V1,V2,...) into ablation"
+                           " tables and plots (docs/ablations.md)")
+    _run_flags(sweep)
+    sweep.add_argument("--name", help="the sweep's folder under RESULTS/sweeps/ (default: the swept options' names)")
+    sweep.add_argument("--mode", choices=["grid", "one_at_a_time"],
+                       help="grid: every combination of the axes; one_at_a_time: each axis alone, the others at their"
+                       " default (default: the config's sweep.mode, else grid)")
+    sweep.add_argument("--no-reference", action="store_true", dest="no_reference",
+                       help="do not run base, raw_sd and spd_random beside the swept methods")
+
     lst = sub.add_parser("list", help="list registered tasks or methods")
     lst.add_argument("what", choices=["tasks", "methods", "backends"])
     lst.add_argument("--verbose", "-v", action="store_true", help="show options and defaults")
+    lst.add_argument("--lm-eval", action="store_true", dest="lm_eval",
+                     help="with tasks: every task, group and tag lm-eval offers (usable as --tasks lm_eval:NAME)")
+    lst.add_argument("--include-path", action="append", dest="include_path", default=[], metavar="DIR",
+                     help="with --lm-eval: also your own lm-eval task folders (repeatable)")
 
     board = sub.add_parser("leaderboard", help="rebuild tables and plots from stored result records (no model work)")
     board.add_argument("--results", default="results", help="folder of result records (default results/)")
@@ -142,13 +164,26 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--metric", help="metric to show instead of each task's primary metric")
     board.add_argument("--allow-mixed", action="store_true", help="allow cells whose evaluation settings (the backend among them) differ")
 
+    report = sub.add_parser("report", help="one cell's metrics vs base and raw_sd, budget, training curve and"
+                            " diagnostics, from its records (no model work)")
+    report.add_argument("cell", nargs="?", metavar="CELL", help="METHOD/SOURCE/seedN as runs print it (e.g."
+                        " spd/gsm8k_train/seed1), or base; or use --method/--source/--seed")
+    report.add_argument("--method", help="the cell's method (instead of CELL)")
+    report.add_argument("--source", help="its training source (default: the only one there is)")
+    report.add_argument("--seed", type=int, help="its seed (default: the only one there is)")
+    report.add_argument("--model", help="its model (default: the only one there is)")
+    report.add_argument("--results", default="results", help="folder of result records (default results/)")
+
     score = sub.add_parser("score", help="score stored completions through the same path as `run`")
     score.add_argument("--task", required=True)
-    score.add_argument("--samples", required=True, help="JSONL: {task_id|doc_id, completion|response}")
+    score.add_argument("--samples", required=True, help="JSONL: {task_id|doc_id, completion|response}, or an lm-eval"
+                       " --log_samples file (scored again by lm-eval)")
     score.add_argument("--limit", type=int)
     score.add_argument("--cache-dir", default=".spd_cache")
     score.add_argument("--data", action="append", metavar="NAME=PATH")
     score.add_argument("--allow-code-execution", action="store_true")
+    score.add_argument("--include-path", action="append", dest="include_path", default=[], metavar="DIR",
+                       help="folder of your own lm-eval task YAML, for --task lm_eval:NAME (repeatable)")
 
     prefetch = sub.add_parser("prefetch", help="fill the caches with task data and models on a networked machine (for offline GPU nodes)")
     prefetch.add_argument("--tasks", type=_csv, default=[], help="tasks or groups, e.g. paper or gsm8k,bbh")
@@ -187,24 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace, console: Any) -> int:
-    from spd_bench.config import deep_merge, load_yaml, make_config, parse_set
-    from spd_bench.engine.pipeline import STAGES as PIPELINE_STAGES
+    from spd_bench.config import deep_merge, make_config, parse_set
     from spd_bench.engine.plan import make_plan
 
-    bad = [s for s in args.force if s not in PIPELINE_STAGES]
-    if bad:
-        raise UserError(f"--force {bad[0]!r} is not a stage; stages are {', '.join(PIPELINE_STAGES)}")
+    _check_force(args)
     _check_executor_flags(args)
     from spd_bench.tracking import check_trackers
 
     trackers = check_trackers(args.tracker)  # a missing tracker stops the run before anything is written
-    yaml_data = load_yaml(args.config) if args.config else {}
-    flags = {name: getattr(args, name) for name in (
-        "model", "methods", "tasks", "seeds", "limit", "n_train", "device", "dtype", "backend", "output_dir",
-        "cache_dir", "allow_code_execution",
-    )}
-    if args.data:
-        flags["data"] = {**yaml_data.get("data", {}), **_pairs(args.data, "--data")}
+    yaml_data, flags = _run_inputs(args)
     config = make_config(deep_merge(yaml_data, parse_set(args.set)), flags).with_absolute_paths()
     ray_executor = _ray_executor(args, console, config) if args.executor == "ray" else None  # checked before planning
     plan = make_plan(config)
@@ -255,6 +281,86 @@ def _run(args: argparse.Namespace, console: Any) -> int:
     if not args.no_leaderboard:
         _show_leaderboard(console, Path(config.output_dir), Path(config.output_dir), ["md", "csv", "png"],
                           models=[config.model], methods=config.methods, tasks=list(plan.tasks))
+    return 0
+
+
+def _check_force(args: argparse.Namespace) -> None:
+    from spd_bench.engine.pipeline import STAGES as PIPELINE_STAGES
+
+    bad = [s for s in args.force if s not in PIPELINE_STAGES]
+    if bad:
+        raise UserError(f"--force {bad[0]!r} is not a stage; stages are {', '.join(PIPELINE_STAGES)}")
+
+
+def _run_inputs(args: argparse.Namespace, sweep: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the --config file's fields, the flags that override them) of a run or (``sweep``) a sweep."""
+    from spd_bench.config import load_yaml
+
+    yaml_data = load_yaml(args.config) if args.config else {}
+    if "sweep" in yaml_data and not sweep:
+        raise UserError(f"config {args.config} describes a sweep; run it with `spd-bench sweep --config {args.config}`")
+    flags = {name: getattr(args, name) for name in (
+        "model", "methods", "tasks", "seeds", "limit", "n_train", "device", "dtype", "backend", "output_dir",
+        "cache_dir", "allow_code_execution",
+    )}
+    if args.data:
+        flags["data"] = {**yaml_data.get("data", {}), **_pairs(args.data, "--data")}
+    if args.include_path:  # added to the folders the config file and --set name
+        from spd_bench.config import deep_merge, parse_set
+
+        named = deep_merge(yaml_data, parse_set(args.set)).get("lm_eval") or {}
+        flags["lm_eval"] = {"include_path": [*(named.get("include_path") or []), *args.include_path]}
+    return yaml_data, flags
+
+
+def _sweep(args: argparse.Namespace, console: Any) -> int:
+    """Every setting of the sweep planned and checked, then run one by one on one cache; then its tables."""
+    import shlex
+
+    from spd_bench.config import deep_merge, parse_set
+    from spd_bench.sweep import combine, plan_sweep, run_sweep, spec_from_yaml, split_sets
+
+    _check_force(args)
+    yaml_data, flags = _run_inputs(args, sweep=True)
+    from_file = spec_from_yaml(yaml_data.pop("sweep"), args.config) if "sweep" in yaml_data else None
+    plain, axes = split_sets(args.set)
+    overrides = parse_set(plain)
+    spec = combine(from_file, axes, {item.partition("=")[0] for item in plain}, args.mode)
+    name = args.name or (Path(args.config).stem if from_file else None)  # configs/paper_ablations.yaml: paper_ablations
+    sweep = plan_sweep(deep_merge(yaml_data, overrides), flags, spec, name, reference=not args.no_reference)
+    console.print(f"[bold]spd-bench sweep[/bold] {sweep.name}: {len(sweep.settings)} settings"
+                  f" ({spec.mode}: {', '.join(spec.axes)}) of {', '.join(sweep.methods)}"
+                  + (f", references {', '.join(sweep.reference.plan.methods)} once" if sweep.reference else "")
+                  + f", into {sweep.folder}", highlight=False)
+    for label, same in sweep.same_as.items():
+        console.print(f"note: setting {label} computes the same as {same}; it runs once", highlight=False)
+
+    from spd_bench.engine.executors import command_without_executor, local_info
+    from spd_bench.engine.pipeline import Pipeline
+    from spd_bench.report import RichReporter
+    from spd_bench.store import ArtifactStore
+
+    reporter = RichReporter(console, quiet=args.quiet)
+    command = command_without_executor()
+
+    def run_setting(setting: Any) -> list[Path]:
+        console.print(f"[bold]setting {setting.label}[/bold]: {len(setting.plan.cells)} cells", highlight=False)
+        store = ArtifactStore(Path(setting.config.cache_dir), use_cache=not args.no_cache, force=set(args.force),
+                              rebuild=not args.no_rebuild)
+        pipeline = Pipeline(setting.config, setting.plan, store, reporter, executor_info=local_info(), command=command)
+        records = pipeline.run()
+        reporter.summary(pipeline.stage_log)
+        return records
+
+    records = run_sweep(sweep, run_setting, shlex.join(["spd-bench", *sys.argv[1:]]))
+    console.print(f"{len(records)} result records in {sweep.folder}")
+    if not args.no_leaderboard:
+        from spd_bench.leaderboard.ablation import build_ablation
+        from spd_bench.leaderboard.ablation_formats import ABLATION_FORMATS, write_ablation
+
+        ablation = build_ablation(sweep.folder)
+        written = write_ablation(ablation, sweep.folder, list(ABLATION_FORMATS))
+        console.print(f"ablation tables: {', '.join(str(p) for p in written.values())}", highlight=False)
     return 0
 
 
@@ -309,6 +415,8 @@ def _show_leaderboard(console: Any, results: Path, out: Path | None, formats: li
 def _list(args: argparse.Namespace, console: Any) -> int:
     from rich.table import Table
 
+    if args.lm_eval or args.include_path:
+        return _list_lm_eval(args, console)
     if args.what == "tasks":
         from spd_bench.tasks import TASKS, ensure_loaded, get_task, groups
 
@@ -351,6 +459,22 @@ def _list(args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
+def _list_lm_eval(args: argparse.Namespace, console: Any) -> int:
+    """What lm-eval offers (its TaskManager, imported only here), the user's folders included."""
+    from spd_bench.scoring.lmeval_tasks import check_include_paths, listing
+
+    if args.what != "tasks" or not args.lm_eval:
+        raise UserError("--lm-eval and --include-path list lm-eval's tasks: `spd-bench list tasks --lm-eval"
+                        " [--include-path DIR]`")
+    folders = [absolute_path(p) for p in args.include_path]
+    check_include_paths(folders)
+    entries = listing(folders)
+    for name, kind in entries:
+        console.print(f"lm_eval:{name}" + ("" if kind == "task" else f"  ({kind})"), highlight=False, markup=False)
+    console.print(f"{len(entries)} lm-eval tasks, groups and tags; run one with --tasks lm_eval:NAME", highlight=False)
+    return 0
+
+
 def _list_backends(console: Any) -> int:
     """Each registered backend and whether it can run here (vllm: installed and importable)."""
     from rich.table import Table
@@ -372,11 +496,26 @@ def _list_backends(console: Any) -> int:
 
 
 def _leaderboard(args: argparse.Namespace, console: Any) -> int:
+    from spd_bench.leaderboard import build_ablations, check_formats, main_record_files, sweep_folders
+
     results = Path(args.results)
-    _show_leaderboard(
-        console, results, Path(args.out) if args.out else results, args.format, models=args.models,
-        methods=args.methods, tasks=args.tasks, metric=args.metric, allow_mixed=args.allow_mixed,
-    )
+    out = Path(args.out) if args.out else results
+    check_formats(args.format)
+    if main_record_files(results) or not sweep_folders(results):  # a folder of sweeps alone has no main board
+        _show_leaderboard(
+            console, results, out, args.format, models=args.models,
+            methods=args.methods, tasks=args.tasks, metric=args.metric, allow_mixed=args.allow_mixed,
+        )
+    for ablation in build_ablations(results, out, args.format):
+        console.print(f"sweep {ablation.name}: {', '.join(str(p) for p in ablation.files.values())}", highlight=False)
+    return 0
+
+
+def _report(args: argparse.Namespace, console: Any) -> int:
+    from spd_bench.cell_report import cell_report, parse_cell
+
+    query = parse_cell(args.cell, args.method, args.source, args.seed, args.model)
+    console.print(cell_report(Path(args.results), query), highlight=False, markup=False, end="")
     return 0
 
 
@@ -386,6 +525,7 @@ def _score(args: argparse.Namespace, console: Any) -> int:
     metrics = score_samples_file(
         args.task, Path(args.samples), cache_dir=Path(args.cache_dir), limit=args.limit,
         data=_pairs(args.data, "--data"), allow_code_execution=args.allow_code_execution,
+        include_path=[absolute_path(p) for p in args.include_path],
     )
     for name, value in metrics.items():
         console.print(f"{name} {value:.4f}")
@@ -467,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
 
         for plugin in args.plugin:
             load_plugin(plugin)
-        handler = {"run": _run, "list": _list, "leaderboard": _leaderboard, "score": _score,
+        handler = {"run": _run, "sweep": _sweep, "list": _list, "leaderboard": _leaderboard, "report": _report, "score": _score,
                    "prefetch": _prefetch, "organism": _organism, "export": _export}[args.command]
         return handler(args, console)
     except UserError as exc:

@@ -88,6 +88,20 @@ class VLLMConfig:
     max_lora_rank: int = 16  # the largest LoRA rank the engine accepts (>= train.lora_r)
 
 
+@dataclass
+class LMEvalConfig:
+    """lm-eval settings of a run (docs/interop.md, "lm-eval tasks"): where the user's own lm-eval
+    tasks live, and the few-shot and chat settings lm-eval applies to its native tasks."""
+
+    include_path: list[str] = field(default_factory=list)  # folders of lm-eval task YAML, searched for lm_eval:NAME
+    num_fewshot: int | dict[str, int] | None = None  # None: each task's own; N: every task; {task: N}: per task
+    apply_chat_template: bool = False  # lm_eval:NAME tasks: lm-eval wraps prompts in the model's chat template
+    system_instruction: str | None = None  # lm_eval:NAME tasks: lm-eval's system prompt
+    fewshot_as_multiturn: bool = False  # lm_eval:NAME tasks: few-shot examples as chat turns (needs the template)
+    batch_size: int | str | None = None  # lm_eval:NAME tasks: N, or auto (lm-eval's search, hf backend); None: eval_batch_size
+    training_source: dict[str, str] = field(default_factory=dict)  # lm_eval:NAME -> training source it is in-domain for
+
+
 ORGANISM_TRAIN = {"lr": 1e-3, "epochs": 3, "batch_size": 16, "lora_alpha": 16, "lora_dropout": 0.0, "max_length": 256}
 """Training preset for the built-in organism, identical for every method (docs/organism.md).
 
@@ -131,6 +145,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    lm_eval: LMEvalConfig = field(default_factory=LMEvalConfig)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     data: dict[str, str] = field(default_factory=dict)
     allow_code_execution: bool = False
@@ -147,7 +162,9 @@ class RunConfig:
         current folder), so that no later step reads them relative to another working folder."""
         return dataclasses.replace(self, output_dir=absolute_path(self.output_dir),
                                    cache_dir=absolute_path(self.cache_dir),
-                                   data={name: absolute_path(path) for name, path in self.data.items()})
+                                   data={name: absolute_path(path) for name, path in self.data.items()},
+                                   lm_eval=dataclasses.replace(
+                                       self.lm_eval, include_path=[absolute_path(p) for p in self.lm_eval.include_path]))
 
     def validate(self) -> None:
         """Check every value against its allowed range before any data or model is loaded.
@@ -211,6 +228,23 @@ class RunConfig:
         _at_least("score.n_samples", self.score.n_samples, 1)
         if not train.target_modules:
             _bad("train.target_modules", train.target_modules, "at least one module name, e.g. q_proj,v_proj")
+        _check_lm_eval(self.lm_eval)
+
+
+def _check_lm_eval(section: LMEvalConfig) -> None:
+    """The lm_eval section's values (task names and include paths are checked by the plan)."""
+    fewshot = section.num_fewshot
+    for name, value in (fewshot.items() if isinstance(fewshot, dict) else [("", fewshot)]):
+        if value is not None:
+            _at_least("lm_eval.num_fewshot" + (f".{name}" if name else ""), value, 0, hint="; leave it out for each task's own")
+    size = section.batch_size
+    if isinstance(size, str) and size != "auto" or isinstance(size, int) and size < 1:
+        _bad("lm_eval.batch_size", size, "auto or an integer >= 1; leave it out for eval_batch_size")
+    if section.fewshot_as_multiturn and not section.apply_chat_template:
+        _bad("lm_eval.fewshot_as_multiturn", True, "only with lm_eval.apply_chat_template = true")
+    for name, source in section.training_source.items():
+        if not name.startswith("lm_eval:"):
+            _bad(f"lm_eval.training_source.{name}", source, "entries for lm_eval:NAME tasks, e.g. lm_eval.training_source.lm_eval:NAME")
 
 
 def _check_trackers(names: list[str]) -> None:

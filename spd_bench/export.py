@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from spd_bench.errors import UserError
-from spd_bench.results import ResultRecord, load_record
+from spd_bench.results import ResultRecord, load_record, record_files
 
 Progress = Callable[[str], None]
 
@@ -150,7 +150,7 @@ def find_cell_records(results: Path, model: str, method: str, seed: int, source:
     paths = sorted(model_dir.glob(f"*/{method}-seed{seed}.json"))
     records = [(path, record) for path in paths for record in [load_record(path)] if record.model == model]
     if not records:
-        cells = sorted({p.stem for p in model_dir.glob("*/*.json")})
+        cells = sorted({p.stem for p in record_files(model_dir)})
         raise UserError(f"no record of {method} seed {seed} for model {model} in {results} (cells there:"
                         f" {', '.join(cells) or 'none'}); " + _run_hint(model, method, seed))
     sources = sorted({str(record.training_source) for _path, record in records})

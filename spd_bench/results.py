@@ -28,6 +28,7 @@ class EvalSettings:
     n_items: int
     scorer: str
     backend: str = "hf"  # the inference engine that produced the outputs scored (hf, vllm)
+    num_fewshot: int | None = 0  # solved examples before each prompt (lm-eval tasks: as lm-eval reports it)
 
 
 @dataclass
@@ -48,6 +49,11 @@ class ResultRecord:
     provenance: dict[str, Any]  # versions, git commit, device, timings, stage keys
     samples_file: str | None = None
     native: dict[str, Any] = field(default_factory=dict)  # raw lm-eval / EvalPlus output
+    # reporting only, trained cells: {"corpus": ..., "subspace": ...} (docs/diagnostics.md); empty in older records
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    # the scoring library's own files beside the record: name in score.json "files" -> file name
+    # (``<record stem>.<name>``, e.g. EvalPlus's samples and eval results); empty in older records
+    files: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,7 +124,14 @@ def record_files(results_dir: Path) -> list[Path]:
     """Every record file under ``results_dir`` (recursively), in a stable order."""
     if not results_dir.is_dir():
         raise UserError(f"results folder {results_dir} does not exist; run `spd-bench run` or pass --results DIR")
-    return sorted(p for p in results_dir.rglob("*.json") if not p.name.startswith(("manifest", "leaderboard")))
+    return sorted(p for p in results_dir.rglob("*.json")
+                  if not p.name.startswith(("manifest", "leaderboard")) and not _beside_a_record(p))
+
+
+def _beside_a_record(path: Path) -> bool:
+    """A file a record keeps beside it (``<record stem>.<name>.json``), not a record itself."""
+    stem = path.name.split(".", 1)[0]
+    return path.name != f"{stem}.json" and (path.parent / f"{stem}.json").is_file()
 
 
 def load_item_scores(record_path: Path, record: ResultRecord) -> list[float] | None:

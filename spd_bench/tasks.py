@@ -26,7 +26,8 @@ from spd_bench.spans import SPAN_RULES
 
 SOURCES: Registry[Any] = Registry("training source", "spd_bench.sources")
 
-KINDS = ("math", "multiple_choice", "code", "nll")
+KINDS = ("math", "multiple_choice", "code", "nll", "lm_eval")
+LM_EVAL_PREFIX = "lm_eval:"  # --tasks lm_eval:NAME: a task or group as lm-eval itself defines it
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class TaskSpec:
     ood: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     prompt_format: str = "auto"  # auto (chat when the model has a template) | plain | chat
+    num_fewshot: int | None = 0  # examples from fewshot_source before each prompt, as lm-eval lays them out; None: lm-eval's own
+    fewshot_source: str | None = None  # the training source whose training part gives the examples
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,7 +145,20 @@ def ensure_loaded() -> None:
         register_definitions(resources.files("spd_bench.task_defs"))
 
 
+def native_task(name: str) -> TaskSpec:
+    """``lm_eval:NAME``: lm-eval's own definition decides prompts, data, few-shot and metrics; the
+    plan adds the run's lm_eval settings (include paths, few-shot, chat, training source)."""
+    lm_eval_name = name[len(LM_EVAL_PREFIX):]
+    if not lm_eval_name:
+        raise UserError(f"task {name!r} names no lm-eval task; write lm_eval:NAME, e.g. lm_eval:arc_easy")
+    return TaskSpec(name=name, description=f"lm-eval's task {lm_eval_name}", kind="lm_eval", scorer="lmeval_native",
+                    data="spd_bench.scoring.lmeval_tasks:loader",
+                    prompt_format="plain", num_fewshot=None, options={"lm_eval_task": lm_eval_name})
+
+
 def get_task(name: str) -> TaskSpec:
+    if name.startswith(LM_EVAL_PREFIX):
+        return native_task(name)
     ensure_loaded()
     spec = TASKS.get(name)
     if callable(spec) and not isinstance(spec, TaskSpec):
@@ -177,7 +193,9 @@ def expand_tasks(names: list[str]) -> list[str]:
     result: list[str] = []
     for name in names:
         members = known_groups.get(name)
-        if members is None and name not in TASKS:
+        if name.startswith(LM_EVAL_PREFIX):  # checked against lm-eval's own index by the plan
+            members = [name]
+        elif members is None and name not in TASKS:
             hint = did_you_mean(name, TASKS.names() + sorted(known_groups))  # tasks and groups alike
             raise UserError(
                 f"unknown task {name!r}: {hint}known tasks: {', '.join(TASKS.names())};"
@@ -213,3 +231,35 @@ def check_disjoint(source: LoadedSource, eval_items: list[dict[str, Any]], task_
                 f"{len(clash)} {part} prompts of the training source also appear in {task_name}'s evaluation set"
                 f" (e.g. {clash[0]}); fix the data split"
             )
+
+
+def add_fewshot(task: TaskSpec, items: list[dict[str, Any]], pool: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """Each item's prompt after ``n`` solved examples from ``pool``, laid out as lm-eval lays out a
+    few-shot context: prompt + target delimiter + answer + few-shot delimiter, per example.
+
+    The examples of an item are a seeded draw keyed by the task and the item's id, so an item
+    gets the same context whatever ``--limit`` or order; ``fewshot`` keeps their ids. The pool
+    must be disjoint from the evaluation set (``check_disjoint``).
+    """
+    if n == 0:
+        return items
+    import random
+
+    candidates = sorted(pool, key=lambda ex: str(ex["id"]))
+    if len(candidates) < n:
+        raise UserError(f"task {task.name}: num_fewshot {n} needs {n} examples, {task.fewshot_source} has"
+                        f" {len(candidates)}; lower it with --set lm_eval.num_fewshot.{task.name}=N")
+    target_delimiter = task.options.get("target_delimiter", " ")
+    fewshot_delimiter = task.options.get("fewshot_delimiter", "\n\n")
+    result = []
+    for item in items:
+        examples = random.Random(f"{task.name}:{item['id']}").sample(candidates, n)
+        context = "".join(_solved(ex, target_delimiter) + fewshot_delimiter for ex in examples)
+        result.append({**item, "prompt": context + item["prompt"], "fewshot": [str(ex["id"]) for ex in examples]})
+    return result
+
+
+def _solved(example: dict[str, Any], delimiter: str) -> str:
+    """An example's prompt and reference answer (items' answers already start with the delimiter)."""
+    answer = str(example["answer"])
+    return example["prompt"] + (answer if answer.startswith(delimiter) else delimiter + answer)

@@ -13,6 +13,7 @@ from spd_bench.config import make_config, parse_set
 from spd_bench.engine.pipeline import Pipeline, Reporter
 from spd_bench.engine.plan import make_plan
 from spd_bench.registry import TASKS, load_plugin
+from spd_bench.results import record_files
 from spd_bench.store import ArtifactStore
 
 
@@ -25,7 +26,7 @@ def ensure_arith_plugin() -> None:
 def records(out: Path) -> dict[str, dict]:
     """Each record under ``out``: its metrics, its per-item outputs and its stage keys, by relative path."""
     result = {}
-    for path in sorted((out / "records").rglob("*.json")):
+    for path in record_files(out / "records"):  # records only, not the library files kept beside them
         data = json.loads(path.read_text())
         samples = (path.parent / data["samples_file"]).read_text()
         result[str(path.relative_to(out))] = {"metrics": data["metrics"], "samples": samples, "keys": data["provenance"]["stage_keys"]}

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from conftest import ARITH_PLUGIN, spd_bench_cmd
-from spd_baselines.answers import extract_choice, extract_number, normalize_number, reference_answer
+from spd_bench.answer_format import extract_choice, extract_number, normalize_number, reference_answer
 from spd_bench.scoring.code_check import check_problem
 from spd_baselines.ssd import drop_short
 from spd_bench.config import RunConfig
@@ -25,6 +25,7 @@ from spd_bench.errors import UserError
 from spd_bench.method import make_method
 from spd_bench.method import MethodContext, Sample
 from spd_bench.tasks import LoadedSource, SourceSpec
+from spd_bench.results import record_files
 
 CHOICES = ["31", "26", "25", "28"]  # "What is 7 + 19?": B is right
 
@@ -362,7 +363,7 @@ def run_bench(root: Path, plugin: Path, model: Path, *args: str) -> subprocess.C
 
 
 def load_records(root: Path) -> dict[str, dict]:
-    return {json.loads(p.read_text())["method"]: json.loads(p.read_text()) for p in (root / "out" / "records").rglob("*.json")}
+    return {json.loads(p.read_text())["method"]: json.loads(p.read_text()) for p in record_files(root / "out" / "records")}
 
 
 def corpus(root: Path, record: dict) -> list[dict]:

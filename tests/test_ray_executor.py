@@ -82,7 +82,8 @@ def finish(process: subprocess.Popen[str], timeout: float = 420) -> tuple[str, s
 
 
 def stage_folders(cache: Path) -> list[Path]:
-    return sorted(p for stage in STAGES for p in (cache / stage).glob("*") if p.is_dir() and not p.name.startswith("."))
+    stages = (*STAGES, "diagnose_corpus", "diagnose_subspace")  # the reporting stages are stored and logged too
+    return sorted(p for stage in stages for p in (cache / stage).glob("*") if p.is_dir() and not p.name.startswith("."))
 
 
 def computed_count(stdout: str) -> int:

@@ -9,7 +9,7 @@ executes dataset code, so it runs in the sandbox, never in this process.
 Inputs are stored as tagged JSON (``_evalplus_worker.encode_value``), one tagged tuple of
 arguments per call, so tuples, sets and non-string dict keys survive. The tags also tell the
 scorer that these inputs need none of MBPP+'s per-problem type fixes. ``plus_input`` is empty:
-the extra EvalPlus inputs are not available offline.
+EvalPlus's extra inputs come only with its own release (``spd_bench.data.evalplus_release``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ GPU nodes often reach neither the hub nor the package index. ``prefetch`` saves 
 a task and its training source use (``datasets.save_to_disk`` under ``<cache>/datasets/``),
 downloads the offline mirrors, rebuilds BBH from the BIG-bench source archive when the hub
 cannot give it, and then loads each task and source once the way ``run`` will, which also
-prepares the EvalPlus problem files. Copy the cache folder to the node and run there with
+prepares the EvalPlus problem files. For humaneval and mbpp it also downloads EvalPlus's own
+HumanEval+/MBPP+ release into EvalPlus's cache folder (``evalplus_release``), which gives those
+tasks their extra tests; copy that folder too (or point HUMANEVAL_OVERRIDE_PATH /
+MBPP_OVERRIDE_PATH at the files). Copy the cache folder to the node and run there with
 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1.
 """
 
@@ -15,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from spd_bench.data import layers, mirrors, real
+from spd_bench.data import evalplus_release, layers, mirrors, real
 from spd_bench.errors import UserError
 from spd_bench.hub import hub_reachable, offline_mode
 from spd_bench.store import publish_folder
@@ -70,6 +73,8 @@ def _fetch(
             except UserError as exc:
                 notes.append(f"BBH not rebuilt from BIG-bench: {exc}")
         return notes
+    if bench.code and splits is bench.eval_hub:
+        notes.append(evalplus_release.download(bench.code))
     if mirror is not None:
         try:
             mirror(cache_dir, "")

@@ -9,7 +9,9 @@ Evaluation items are ordered by a hash of their id, so ``--limit N`` takes a fix
 sample (MMLU's rows, for one, come sorted by subject). Where the mirror holds only an
 evaluation split (GSM8K test, MBPP test), it stands in for both: a hash of each id puts the item
 in the evaluation part or the training part, the same way for every loader, so the two never
-overlap and the details say so.
+overlap and the details say so. HumanEval and MBPP are EvalPlus's own HumanEval+/MBPP+ (base
+and plus tests) where that release is reachable (``evalplus_release``); the details say which
+tests a code task carries and, for base tests only, why.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from spd_bench.data import layers, mirrors
+from spd_bench.data import evalplus_release, layers, mirrors
 from spd_bench.answer_format import LETTERS, normalize_number
 from spd_bench.errors import UserError
 from spd_bench.tasks import DataContext, LoadedData, LoadedSource, SourceSpec, TaskSpec
 
 EVAL_FRACTION = 0.5  # share of a stand-in set that becomes the evaluation part
+RELEASE = "evalplus-release"  # the data layer of EvalPlus's own HumanEval+/MBPP+ files
 N_CALIBRATION = 50
 Row = dict[str, Any]
 
@@ -415,7 +418,8 @@ def _code_items(bench: Benchmark, rows: Rows, cache_dir: Path) -> tuple[list[Row
         needed = ("prompt", "entry_point", "canonical_solution", "base_input")
         lacking = next((key for row in problems for key in needed if key not in row), None)
         if lacking:
-            raise UserError(f"{rows.details['path']}: EvalPlus problems need {', '.join(needed)}; a row lacks {lacking}")
+            where = rows.details.get("path") or rows.details.get("source")
+            raise UserError(f"{where}: EvalPlus problems need {', '.join(needed)}; a row lacks {lacking}")
     else:
         converter_source = Path(code_convert.__file__).read_text(encoding="utf-8")
         key = hashlib.sha256(json.dumps([converter_source, rows.rows], sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -433,6 +437,24 @@ def _code_items(bench: Benchmark, rows: Rows, cache_dir: Path) -> tuple[list[Row
         item_id = str(problem.get("id") or problem["task_id"])
         items.append({**problem, "id": item_id, "answer": problem["canonical_solution"], "label": None})
     return items, {"converted": len(items), "dropped": len(rows.rows) - len(items)}
+
+
+def _code_rows(bench: Benchmark, name: str, ctx: DataContext) -> tuple[Rows, str]:
+    """Code problems and which tests they carry: EvalPlus's release (base and plus tests) unless
+    --data names a file; else the other layers, whose problems have base tests only."""
+    assert bench.code is not None
+    label = evalplus_release.RELEASES[bench.code].label
+    if name in ctx.paths:
+        reason = f"--data {name} names a file without plus_input"
+    else:
+        problems, reason = evalplus_release.load(bench.code)
+        if problems is not None:
+            rows = [{**problem, "id": str(problem["task_id"])} for problem in problems]
+            return Rows(rows, RELEASE, {"source": reason}, items=True), f"base and plus tests ({reason})"
+    rows = _eval_rows(bench, name, ctx)
+    if rows.items and any(row.get("plus_input") for row in rows.rows):
+        return rows, f"base and plus tests (plus_input in {rows.details['path']})"
+    return rows, f"base tests only ({label} not reachable: {reason})"
 
 
 # ---- loaders named in tasks/*.yaml -----------------------------------------------------------
@@ -455,12 +477,13 @@ def _check_items(items: list[Row], where: str, kind: str) -> None:
 def load_eval_set(task: TaskSpec, ctx: DataContext) -> LoadedData:
     """Evaluation items of ``task.options.benchmark`` (default: the task's name), hash-ordered."""
     bench = benchmark(task.options.get("benchmark", task.name))
-    rows = _eval_rows(bench, task.name, ctx)
-    details = dict(rows.details)
     if bench.code:
+        rows, tests = _code_rows(bench, task.name, ctx)
         items, info = _code_items(bench, rows, ctx.cache_dir)
-        details.update(info)
+        details = {**rows.details, **info, "tests": tests}
     else:
+        rows = _eval_rows(bench, task.name, ctx)
+        details = dict(rows.details)
         items = _to_items(bench, rows, f"task {task.name}")
     items = layers.hash_order(items, bench.name)
     n_eval = task.options.get("n_eval")
@@ -472,29 +495,40 @@ def load_eval_set(task: TaskSpec, ctx: DataContext) -> LoadedData:
     return LoadedData(items=items, layer=rows.layer, details=details)
 
 
-def _eval_prompts(bench: Benchmark, ctx: DataContext) -> set[str]:
-    """Prompts of the benchmark's own evaluation set, as its task (named like the benchmark) loads it."""
+def _evaluation_set(bench: Benchmark, ctx: DataContext) -> tuple[set[str], set[str]]:
+    """Prompts and ids of the benchmark's own evaluation set, as its task (named like the benchmark) loads it.
+
+    Ids count for code benchmarks only (elsewhere a file's ids may be mere line numbers), and
+    without MBPP+'s "Mbpp/" prefix: MBPP+ rewrote some task texts (so prompts differ) but keeps
+    MBPP's task numbers.
+    """
     try:
-        rows = _eval_rows(bench, bench.name, ctx)
+        rows = _code_rows(bench, bench.name, ctx)[0] if bench.code else _eval_rows(bench, bench.name, ctx)
     except UserError:  # no evaluation data anywhere: nothing to overlap with
-        return set()
+        return set(), set()
+    ids = {_plain_id(row["id"]) for row in rows.rows} if bench.code else set()
     if rows.items:
-        return {str(row["prompt"]) for row in rows.rows if "prompt" in row}
-    return {item["prompt"] for item in _to_items(bench, rows, f"task {bench.name}")}
+        return {str(row["prompt"]) for row in rows.rows if "prompt" in row}, ids
+    return {item["prompt"] for item in _to_items(bench, rows, f"task {bench.name}")}, ids
+
+
+def _plain_id(item_id: Any) -> str:
+    return str(item_id).removeprefix("Mbpp/")
 
 
 def load_training_source(source: SourceSpec, ctx: DataContext) -> LoadedSource:
     """Training prompts and ``n_calibration`` labelled examples (disjoint) of ``source.options.benchmark``.
 
     Official splits can share questions (13 MMLU validation/dev questions reappear in its test
-    split), so examples whose prompt is in the benchmark's evaluation set are left out.
+    split), and MBPP+ draws on MBPP's training split, so examples whose prompt or id is in the
+    benchmark's evaluation set are left out.
     """
     bench = benchmark(source.options.get("benchmark", source.name))
     rows = _train_rows(bench, source.name, ctx)
     items = _to_items(bench, rows, f"training source {source.name}")
     _check_items(items, f"training source {source.name}", source.kind)
-    evaluation = _eval_prompts(bench, ctx)
-    kept = [item for item in items if item["prompt"] not in evaluation]
+    prompts, ids = _evaluation_set(bench, ctx)
+    kept = [item for item in items if item["prompt"] not in prompts and _plain_id(item["id"]) not in ids]
     n_calibration = int(source.options.get("n_calibration", N_CALIBRATION))
     train, calibration = layers.split_calibration(kept, n_calibration, f"{bench.name}-train")
     details = {**rows.details, "benchmark": bench.name, "n_train_prompts": len(train),

@@ -2,7 +2,9 @@
 
 Loading everything before the first cell makes missing data fail at once, not after hours of
 work; the rendered items (not the raw ones) are what stage keys hash, so a change of prompt
-format is a change of input.
+format or few-shot context is a change of input. Few-shot examples come from the training part
+of a task's ``fewshot_source``, never from its evaluation items; lm-eval's own tasks
+(``lm_eval:NAME``) are loaded by lm-eval, and their items identify the documents it will score.
 """
 
 from __future__ import annotations
@@ -31,35 +33,61 @@ class RunInputs:
         self._model_folder = model_folder
         self._tokenizer: Any = None
         self._sources: dict[str, LoadedSource] = {}
+        self._raw_sources: dict[str, LoadedSource] = {}
+        self._questions: dict[str, list[dict[str, Any]]] = {}  # evaluation items as loaded, before few-shot and rendering
         self._eval: dict[str, LoadedData] = {}
         self._source_keys: dict[str, str] = {}
 
     def eval_data(self, name: str) -> LoadedData:
         """Task ``name``'s items, limited and rendered; ``details["items_hash"]`` goes into its score key."""
         if name not in self._eval:
-            from spd_bench.tasks import load_eval
+            from spd_bench.tasks import LoadedData, add_fewshot, check_disjoint, load_eval
 
             task = self.plan.tasks[name]
-            data = load_eval(task, self._data_context(), self.config.limit)
-            data.items = self._render(data.items, task.prompt_format)
+            if task.kind == "lm_eval":
+                from spd_bench.scoring.lmeval_tasks import load_docs
+
+                items, details = load_docs(task, self.config.limit)
+                data = LoadedData(items=items, layer="lm-eval", details=details)
+            else:
+                data = load_eval(task, self._data_context(), self.config.limit)
+                self._questions[name] = data.items
+                if task.num_fewshot:
+                    pool = self._raw_source(task.fewshot_source)
+                    check_disjoint(pool, data.items, name)
+                    data.items = add_fewshot(task, data.items, pool.train, task.num_fewshot)
+                    data.details = {**data.details, "num_fewshot": task.num_fewshot, "fewshot_source": task.fewshot_source,
+                                    "fewshot_draw": "seeded by task and item id, from the source's training part"}
+                data.items = self._render(data.items, task.prompt_format)
             data.details = {**data.details, "items_hash": stable_hash(data.items)}
             self._eval[name] = data
         return self._eval[name]
 
+    def _raw_source(self, name: str) -> LoadedSource:
+        """A source's items as its loader returns them (no --n-train cut, no rendering), loaded once."""
+        if name not in self._raw_sources:
+            from spd_bench.tasks import get_source, load_source
+
+            spec = self.plan.sources[name] if name in self.plan.sources else get_source(name)
+            self._raw_sources[name] = load_source(spec, self._data_context())
+        return self._raw_sources[name]
+
     def source_data(self, name: str) -> LoadedSource:
         """Source ``name``'s training and calibration items, rendered, checked disjoint from every task's items."""
         if name not in self._sources:
-            from spd_bench.tasks import LoadedSource, check_disjoint, load_source
+            from spd_bench.tasks import LoadedSource, check_disjoint
 
-            data = load_source(self.plan.sources[name], self._data_context())
+            data = self._raw_source(name)
+            for task_name, task in self.plan.tasks.items():
+                if task.kind != "lm_eval":
+                    self.eval_data(task_name)
+                    check_disjoint(data, self._questions[task_name], task_name)
             train = data.train if self.config.n_train is None else data.train[: self.config.n_train]
             prompt_format = self._source_prompt_format(name)
             data = LoadedSource(
                 train=self._render(train, prompt_format), calibration=self._render(data.calibration, prompt_format),
                 layer=data.layer, details={**data.details, "n_train": len(train), "prompt_format": prompt_format},
             )
-            for task_name in self.plan.tasks:
-                check_disjoint(data, self.eval_data(task_name).items, task_name)
             self._sources[name] = data
         return self._sources[name]
 

@@ -13,13 +13,13 @@ import contextlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from spd_bench.backends.protocol import BASE, GenerationPlan, handle_for_adapter
-from spd_bench.config import RunConfig, to_dict
+from spd_bench.config import RunConfig, stable_hash, to_dict
 from spd_bench.engine.inputs import RunInputs
 from spd_bench.engine.plan import Cell, Plan
 from spd_bench.engine.records import build_record, provenance, read_score, write_record
@@ -31,12 +31,13 @@ if TYPE_CHECKING:
     from spd_bench.method import Method, SamplingPlan, TrainSpec
     from spd_bench.models import LoadedModel
     from spd_bench.scoring import ScoreSettings
-    from spd_bench.tasks import LoadedData, TaskSpec
+    from spd_bench.tasks import LoadedData, SourceSpec, TaskSpec
 
 # score 2: the trusted code verdict; train 2: TRL's SFTTrainer instead of a hand-written loop
 STAGE_VERSIONS = {"prepare": 1, "sample": 1, "curate": 1, "train": 2, "score": 2}
 _TRAIN_NOT_KEYED = frozenset({"save_steps", "report_to"})  # how a fine-tune is checkpointed and watched, not what it computes
 STAGES = tuple(STAGE_VERSIONS)
+REFERENCE_METHOD = "raw_sd"  # the corpus every trained method's is compared with (Pipeline.diagnose)
 
 
 class Reporter:
@@ -62,6 +63,7 @@ class Trained:
     budget: dict[str, Any]
     training: dict[str, Any]  # the fine-tune's loss and learning-rate curve, as the train stage logged it
     stage_keys: dict[str, str | None]
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # reporting only: Pipeline.diagnose
 
 
 UNTRAINED = Trained(adapter_key=None, adapter=None, budget={}, training={}, stage_keys={})
@@ -120,6 +122,7 @@ class Pipeline:
         self._backend: Backend | None = None
         self._training_model: LoadedModel | None = None  # a non-hf backend's run only
         self.records: list[Path] = []
+        self.reference_samples: dict[tuple[str | None, int | None], Artifact] = {}  # raw_sd's corpora run elsewhere
         self.stage_log: list[dict[str, Any]] = []
 
     # ---- the model ----------------------------------------------------------------------
@@ -192,6 +195,8 @@ class Pipeline:
         prepared = {i: self.prepare(cell, self.plan.methods[cell.method], cell_label(cell))
                     for i, cell in trained_cells if self.plan.methods[cell.method].has_prepare}
         contexts = {i: self._context(cell, prepared[i].folder if i in prepared else None) for i, cell in trained_cells}
+        subspaces = {i: self.diagnose_subspace(cell, self.plan.methods[cell.method], contexts[i], prepared[i])
+                     for i, cell in trained_cells if i in prepared}
         scores: dict[tuple[int, str], Artifact] = {}
         samples = self._sample_by_engine(trained_cells, contexts, prepared, cells, scores)
         self._training_phase()
@@ -200,6 +205,11 @@ class Pipeline:
         models: dict[int, Trained] = {i: UNTRAINED for i, cell in cells if not self.plan.methods[cell.method].trains}
         for i, cell in trained_cells:
             models[i] = self.train_cell(cell, self.plan.methods[cell.method], contexts[i], prepared.get(i), samples[i])
+            reference = next((samples[j] for j, other in trained_cells if other.method == REFERENCE_METHOD
+                              and (other.source, other.seed) == (cell.source, cell.seed)),
+                             self.reference_samples.get((cell.source, cell.seed)))
+            models[i] = replace(models[i], diagnostics=self.diagnose(cell, self.plan.methods[cell.method], contexts[i],
+                                                                     samples[i], reference, subspaces.get(i)))
         self._engine_phase()
         if trained_cells:
             self.reporter.phase(f"score the fine-tuned models ({self.plan.backend} backend)")
@@ -221,8 +231,9 @@ class Pipeline:
             groups.setdefault(self.plan.methods[cell.method].generation_handle(contexts[i]), []).append((i, cell))
         samples: dict[int, Artifact] = {}
         untrained = [(i, cell) for i, cell in cells if not self.plan.methods[cell.method].trains]
+        references = self._missing_references(trained_cells)
         for handle, members in groups.items():
-            if not members and not (handle == BASE and untrained):
+            if not members and not (handle == BASE and (untrained or references)):
                 continue
             self._engine_phase()
             what = "sample from the base model and score it" if handle == BASE else f"sample from {_describe(handle)}"
@@ -231,11 +242,26 @@ class Pipeline:
                 method = self.plan.methods[cell.method]
                 samples[i] = self.sample(cell, method, contexts[i], prepared.get(i), cell_label(cell))
             if handle == BASE:
+                for cell in references:
+                    self.reference_samples[(cell.source, cell.seed)] = self.sample(
+                        cell, self.plan.methods[REFERENCE_METHOD], self._context(cell, None), None, cell_label(cell))
                 for i, cell in untrained:
                     for task_name, _domain in cell.tasks:
                         scores[(i, task_name)] = self.score(task_name, self.plan.methods[cell.method], UNTRAINED,
                                                             cell_label(cell))
         return samples
+
+    def _missing_references(self, trained_cells: list[tuple[int, Cell]]) -> list[Cell]:
+        """raw_sd's cells whose corpus the diagnostics of this process's cells compare with but that
+        another process runs (``--shard``, Ray tasks): their sample stage is built here too, once
+        through the store (the other process reuses it), so a diagnostic never depends on which
+        process ran first. None when raw_sd is not one of the run's methods."""
+        if REFERENCE_METHOD not in self.plan.methods:
+            return []
+        present = {(cell.source, cell.seed) for _i, cell in trained_cells if cell.method == REFERENCE_METHOD}
+        wanted = dict.fromkeys((cell.source, cell.seed) for _i, cell in trained_cells if cell.method != REFERENCE_METHOD)
+        return [Cell(method=REFERENCE_METHOD, source=source, seed=seed) for source, seed in wanted
+                if (source, seed) not in present]
 
     def train_cell(self, cell: Cell, method: Method, ctx: MethodContext, prepared: Artifact | None,
                    samples: Artifact) -> Trained:
@@ -268,7 +294,7 @@ class Pipeline:
         """Completions of the training prompts from the method's generation model: ``samples.jsonl``."""
         source = self.plan.sources[cell.source]
         plan = method.sampling(ctx)
-        max_new = self.config.decoding.max_new_tokens or source.max_new_tokens
+        max_new = self._max_new_tokens(source)
         config = {**_sampling_id(method), "plan": asdict(plan), "max_new_tokens": max_new, "stop": list(source.stop),
                   "seed": cell.seed, "batch_size": self.config.gen_batch_size, **self._engine_id}
         inputs = {**self._base_inputs(cell), "prepare": prepared.key.key if prepared else None}
@@ -324,10 +350,47 @@ class Pipeline:
         )
         record = build_record(config=self.config, cell=cell, method=method, task_name=task_name, task=self.plan.tasks[task_name],
                               domain=domain, score=summary, budget=trained.budget, training=trained.training,
-                              provenance=origin)
+                              provenance=origin, diagnostics=trained.diagnostics)
         path = write_record(record, self.output, score.folder)
         self.records.append(path)
         return path
+
+    # ---- diagnostics (reporting only; their keys include the stages', never the reverse) ------
+    def diagnose_subspace(self, cell: Cell, method: Method, ctx: MethodContext, prepared: Artifact) -> Artifact | None:
+        """What the cell's projection does on its first training prompts (a method that generates
+        from projectors only; others have none), on the training model."""
+        from spd_bench.diagnostics import SUBSPACE_VERSION
+        from spd_bench.diagnostics.stages import build_subspace
+        from spd_bench.diagnostics.subspace import PROMPT_LIMIT
+
+        projectors = getattr(method.generation_handle(ctx), "projectors", None)
+        if projectors is None:
+            return None
+        prompts = [item["prompt"] for item in ctx.data.train[:PROMPT_LIMIT]]
+        key = stage_key("diagnose_subspace", SUBSPACE_VERSION, {"prompts": stable_hash(prompts)},
+                        {"prepare": prepared.key.key, "model": self.model_key,
+                         "dtype": self.plan.engine_settings.get("dtype")})
+        return self._stage(cell_label(cell), key, partial(build_subspace, lambda: self.loaded, Path(projectors), prompts),
+                           report=False)
+
+    def diagnose(self, cell: Cell, method: Method, ctx: MethodContext, samples: Artifact, reference: Artifact | None,
+                 subspace: Artifact | None) -> dict[str, Any]:
+        """The cell's record diagnostics: its generated corpus (against raw_sd's at the same seed and
+        source when this run sampled it) and its subspace numbers (None without projectors)."""
+        from spd_bench.diagnostics import CORPUS_VERSION
+        from spd_bench.diagnostics.corpus import labels_note
+        from spd_bench.diagnostics.stages import build_corpus
+
+        source = self.plan.sources[cell.source]
+        max_new = self._max_new_tokens(source)
+        key = stage_key("diagnose_corpus", CORPUS_VERSION, {"kind": source.kind, "max_new_tokens": max_new},
+                        {"sample": samples.key.key, "reference": reference.key.key if reference else None,
+                         "source": self.inputs.source_key(cell.source)})
+        build = partial(build_corpus, samples.folder, reference.folder if reference else None, ctx.data.train,
+                        source.kind, self._model[0], max_new)
+        corpus = self._stage(cell_label(cell), key, build, report=False)
+        return {"corpus": {**corpus.info, "labels_note": labels_note(method.external_signal)},
+                "subspace": subspace.info if subspace is not None else None}
 
     # ---- what the stages build ------------------------------------------------------------
     def _prepare(self, method: Method, cell: Cell, out: Path) -> dict[str, Any]:
@@ -374,23 +437,32 @@ class Pipeline:
         settings.device = self.backend.device
         output = scorer.score_model(self.backend, handle_for_adapter(adapter), task, data.items, settings)
         atomic_write_text(out / "samples.jsonl", _jsonl(output.per_item))
+        for name, text in output.files.items():  # the scoring library's own files, listed under "files"
+            atomic_write_text(out / name, text)
         atomic_write_json(out / "score.json", {
             "metrics": output.metrics, "primary_metric": output.primary_metric,
             "higher_is_better": output.higher_is_better, "native": output.native,
             "data_layer": data.layer, "data_details": data.details, "n_items": len(data.items),
-            "settings": settings_cfg,
+            "settings": settings_cfg, "files": sorted(output.files),
         })
         return {"task": task_name, "metrics": output.metrics}
 
     # ---- helpers --------------------------------------------------------------------------
-    def _stage(self, label: str, key: StageKey, build: Callable[[Path], dict[str, Any] | None]) -> Artifact:
-        """Reuse or build one stage through the store, reporting and logging it."""
+    def _stage(self, label: str, key: StageKey, build: Callable[[Path], dict[str, Any] | None],
+               report: bool = True) -> Artifact:
+        """Reuse or build one stage through the store, logging it and (unless ``report`` is off: the
+        diagnostics, which change no result) reporting it."""
         started = time.time()
         artifact = self.store.get_or_build(key, build)
         seconds = time.time() - started if not artifact.cached else artifact.manifest.get("seconds", 0.0)
-        self.reporter.stage(label, key.stage, artifact.cached, time.time() - started)
+        if report:
+            self.reporter.stage(label, key.stage, artifact.cached, time.time() - started)
         self.stage_log.append({"cell": label, "stage": key.stage, "key": key.key, "cached": artifact.cached, "seconds": seconds})
         return artifact
+
+    def _max_new_tokens(self, source: SourceSpec) -> int:
+        """The sampling budget of a training source's completions (the run's override, else the source's)."""
+        return self.config.decoding.max_new_tokens or source.max_new_tokens
 
     @cached_property
     def _engine_id(self) -> dict[str, Any]:
@@ -409,12 +481,19 @@ class Pipeline:
             config=self.config, seed=cell.seed, prepared=prepared, progress=self.reporter.progress,
         )
 
+    def _eval_batch_size(self, task: TaskSpec) -> Any:
+        """eval_batch_size, or for lm-eval's own tasks lm_eval.batch_size (auto: lm-eval's search, hf only)."""
+        wanted = self.config.lm_eval.batch_size
+        if task.kind != "lm_eval" or wanted is None or (wanted == "auto" and self.plan.backend != "hf"):
+            return self.config.eval_batch_size
+        return wanted
+
     def score_settings(self, task: TaskSpec, temperature: float = 0.0) -> ScoreSettings:
         from spd_bench.scoring import ScoreSettings
 
         return ScoreSettings(
             temperature=temperature,
-            batch_size=self.config.eval_batch_size,
+            batch_size=self._eval_batch_size(task),
             max_new_tokens=task.max_new_tokens,
             allow_code_execution=self.config.allow_code_execution,
             work_dir=Path(self.config.cache_dir) / "scratch",

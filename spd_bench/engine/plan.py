@@ -68,8 +68,9 @@ def make_plan(config: RunConfig) -> Plan:
     unknown_options = sorted(set(config.method_options) - set(config.methods))
     if unknown_options:
         raise UserError(f"method_options for {unknown_options[0]!r}, which is not among --methods; remove it or add the method")
-    tasks = {name: get_task(name) for name in expand_tasks(config.tasks)}
-    unknown_data = sorted(set(config.data) - set(tasks) - {s.training_source for s in tasks.values() if s.training_source})
+    tasks = _lm_eval_settings(config, {name: get_task(name) for name in expand_tasks(config.tasks)})
+    unknown_data = sorted(set(config.data) - set(tasks) - {s.training_source for s in tasks.values() if s.training_source}
+                          - {s.fewshot_source for s in tasks.values() if s.fewshot_source})
     if unknown_data:
         raise UserError(f"--data names {unknown_data[0]!r}, which is not a requested task or training source")
     code_tasks = [name for name, spec in tasks.items() if spec.scorer == "evalplus"]
@@ -97,9 +98,13 @@ def make_plan(config: RunConfig) -> Plan:
     ensure_writable(Path(config.output_dir), "output folder", "--output")
     ensure_writable(Path(config.cache_dir), "cache folder", "--cache-dir")
     info = model_info(config.model, Path(config.cache_dir))
-    tasks = {name: replace(spec, prompt_format=_prompt_format(config, spec, info)) for name, spec in tasks.items()}
+    tasks = {name: spec if spec.kind == "lm_eval" else replace(spec, prompt_format=_prompt_format(config, spec, info))
+             for name, spec in tasks.items()}
     notes = _check_model(config, info, methods)
     backend = choose_backend(config, info, methods, notes)
+    if config.lm_eval.batch_size == "auto" and backend != "hf" and any(s.kind == "lm_eval" for s in tasks.values()):
+        notes.append(f"lm_eval.batch_size auto needs lm-eval's hf model; the {backend} backend scores lm-eval tasks"
+                     f" in batches of eval_batch_size = {config.eval_batch_size}")
     cells: list[Cell] = []
     for name, method in methods.items():
         if not method.trains:
@@ -110,6 +115,51 @@ def make_plan(config: RunConfig) -> Plan:
                 cells.append(Cell(method=name, source=source, seed=seed, tasks=domains[source]))
     return Plan(tasks=tasks, sources=sources, methods=methods, cells=cells, model=info, notes=notes, backend=backend,
                 engine_settings=engine_settings(config, backend))
+
+
+def _lm_eval_settings(config: RunConfig, tasks: dict[str, TaskSpec]) -> dict[str, TaskSpec]:
+    """The lm_eval section applied: lm-eval's own tasks checked against its index (the user's
+    include paths parsed first) and given their settings, and each task's few-shot count."""
+    from spd_bench.tasks import LM_EVAL_PREFIX, get_source
+
+    section = config.lm_eval
+    for key, what in ((section.training_source, "training_source"),
+                      (section.num_fewshot if isinstance(section.num_fewshot, dict) else {}, "num_fewshot")):
+        stray = sorted(set(key) - set(tasks))
+        if stray:
+            raise UserError(f"config field lm_eval.{what}.{stray[0]} names a task that is not among --tasks;"
+                            " remove it or add the task")
+    native = [name for name in tasks if name.startswith(LM_EVAL_PREFIX)]
+    if section.include_path or native:
+        from spd_bench.scoring.lmeval_tasks import check_include_paths, check_names
+
+        check_include_paths(section.include_path)
+        check_names([tasks[name].options["lm_eval_task"] for name in native], section.include_path)
+    result = {}
+    for name, spec in tasks.items():
+        per_task = isinstance(section.num_fewshot, dict)
+        wanted = section.num_fewshot.get(name) if per_task else section.num_fewshot
+        if not per_task and name not in native and spec.fewshot_source is None:
+            wanted = None  # one count for every task: tasks without examples to draw from stay zero-shot
+        if name in native:
+            source = section.training_source.get(name)
+            if source is not None:
+                get_source(source)
+            options = {**spec.options, "include_path": list(section.include_path), "limit": config.limit,
+                       "apply_chat_template": section.apply_chat_template,
+                       "system_instruction": section.system_instruction,
+                       "fewshot_as_multiturn": section.fewshot_as_multiturn}
+            spec = replace(spec, training_source=source, num_fewshot=wanted, options=options,
+                           prompt_format="chat" if section.apply_chat_template else "plain")
+        elif wanted is not None:
+            if wanted > 0 and spec.fewshot_source is None:
+                raise UserError(f"task {name} has no fewshot_source to draw {wanted} examples from;"
+                                f" leave lm_eval.num_fewshot.{name} at 0")
+            spec = replace(spec, num_fewshot=wanted)
+        if spec.num_fewshot and spec.fewshot_source:
+            get_source(spec.fewshot_source)
+        result[name] = spec
+    return result
 
 
 def choose_backend(config: RunConfig, info: Any, methods: dict[str, Any], notes: list[str]) -> str:

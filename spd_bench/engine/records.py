@@ -75,8 +75,9 @@ def provenance(model_key: str, device: str, dtype: str, stage_keys: dict[str, st
 
 def build_record(*, config: RunConfig, cell: Cell, method: Method, task_name: str, task: TaskSpec, domain: str,
                  score: dict[str, Any], budget: dict[str, Any], training: dict[str, Any],
-                 provenance: dict[str, Any]) -> ResultRecord:
-    """The record of one (cell, task) from the score stage's ``score.json`` and the training budget."""
+                 provenance: dict[str, Any], diagnostics: dict[str, Any] | None = None) -> ResultRecord:
+    """The record of one (cell, task) from the score stage's ``score.json`` and the training budget;
+    ``diagnostics``: the trained cell's corpus and subspace numbers (docs/diagnostics.md)."""
     return ResultRecord(
         model=config.model,
         method=cell.method,
@@ -90,7 +91,7 @@ def build_record(*, config: RunConfig, cell: Cell, method: Method, task_name: st
         eval_settings=EvalSettings(
             prompt_format=task.prompt_format, decoding=score["settings"], limit=config.limit,
             data_layer=score["data_layer"], n_items=score["n_items"], scorer=task.scorer,
-            backend=provenance["engine"]["backend"],
+            backend=provenance["engine"]["backend"], num_fewshot=_num_fewshot(task, score["native"]),
         ),
         method_info={
             "external_signal": method.external_signal, "budget": budget, "training": training,
@@ -100,17 +101,33 @@ def build_record(*, config: RunConfig, cell: Cell, method: Method, task_name: st
         config=to_dict(config),
         config_hash=config.hash(),
         provenance=provenance,
-        native=score["native"],
+        native={**score["native"], **({"tests": score["data_details"]["tests"]} if "tests" in score["data_details"] else {})},
+        diagnostics=diagnostics or {},
     )
 
 
+def _num_fewshot(task: TaskSpec, native: dict[str, Any]) -> int | None:
+    """The task's few-shot count; for lm-eval's own tasks the count lm-eval used (None when its tasks differ)."""
+    if task.kind != "lm_eval":
+        return task.num_fewshot
+    counts = set(native.get("n-shot", {}).values())
+    return counts.pop() if len(counts) == 1 else None
+
+
 def write_record(record: ResultRecord, output: Path, score_folder: Path) -> Path:
-    """Write the record under ``output`` with the score stage's per-item outputs beside it; returns its path."""
+    """Write the record under ``output`` with the score stage's per-item outputs beside it; returns its path.
+
+    The files score.json lists under "files" (the scoring library's own formats) are copied
+    beside it as ``<record stem>.<name>`` and named in the record's ``files``.
+    """
     path = output / record_relpath(record)
     samples_name = path.stem + ".samples.jsonl"
     record.samples_file = samples_name
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path.parent / samples_name, (score_folder / "samples.jsonl").read_text())
+    for name in read_score(score_folder).get("files", []):
+        record.files[name] = f"{path.stem}.{name}"
+        atomic_write_text(path.parent / record.files[name], (score_folder / name).read_text())
     atomic_write_json(path, record.to_dict())
     return path
 

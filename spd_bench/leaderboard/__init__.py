@@ -10,13 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from spd_bench.errors import UserError
-from spd_bench.leaderboard.collect import check_comparable, check_duplicates, load_stored, select
+from spd_bench.leaderboard.ablation import sweep_folders
+from spd_bench.leaderboard.ablation_formats import build_ablations
+from spd_bench.leaderboard.collect import check_comparable, check_duplicates, load_stored, main_record_files, select
 from spd_bench.leaderboard.compare import compare_methods
+from spd_bench.leaderboard.diagnostics import diagnostics_tables
 from spd_bench.leaderboard.formats import FORMATS, check_formats, write_outputs
 from spd_bench.leaderboard.table import Leaderboard, build_tables
 from spd_bench.leaderboard.terminal import render_terminal
 
-__all__ = ["FORMATS", "Leaderboard", "build_leaderboard", "render_terminal"]
+__all__ = ["FORMATS", "Leaderboard", "build_ablations", "build_leaderboard", "check_formats", "main_record_files",
+           "render_terminal", "sweep_folders"]
 
 
 def build_leaderboard(
@@ -45,7 +49,7 @@ def build_leaderboard(
     if not tables:
         known = sorted({m for s in stored for m in s.record.metrics})
         raise UserError(f"no record has metric {metric!r}; the records have {', '.join(known)}")
-    board = Leaderboard(tables, comparisons=compare_methods(tables, stored))
+    board = Leaderboard(tables, comparisons=compare_methods(tables, stored), diagnostics=diagnostics_tables(stored))
     if out_dir is not None:
         board.files = write_outputs(board, Path(out_dir), formats)
     return board

@@ -17,6 +17,7 @@ from spd_bench.errors import UserError, did_you_mean
 from spd_bench.results import EvalSettings, ResultRecord, load_item_scores, load_record, record_files
 
 DOMAINS = ("in", "out")
+SWEEPS_DIR = "sweeps"  # a results folder's sweeps (spd-bench sweep): their own tables, never in the main board
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,14 @@ class StoredRecord:
             ) from exc
 
 
+def main_record_files(results_dir: Path) -> list[Path]:
+    """The record files under ``results_dir`` outside its ``sweeps/`` folder (each sweep has its own tables)."""
+    return [p for p in record_files(results_dir) if p.relative_to(results_dir).parts[0] != SWEEPS_DIR]
+
+
 def load_stored(results_dir: Path) -> list[StoredRecord]:
-    """Every record under ``results_dir``, validated, with its path (per-item scores live beside it)."""
-    stored = [StoredRecord(load_record(p), p) for p in record_files(results_dir)]
+    """Every record under ``results_dir`` but its sweeps, validated, with its path (per-item scores live beside it)."""
+    stored = [StoredRecord(load_record(p), p) for p in main_record_files(results_dir)]
     if not stored:
         raise UserError(f"no result records under {results_dir}; run `spd-bench run` or pass --results DIR")
     for item in stored:

@@ -23,6 +23,9 @@ from spd_bench.leaderboard.compare import (
     reading,
     title,
 )
+from spd_bench.leaderboard.diagnostics import DIAGNOSTICS_CSV, READING, DiagnosticsTable
+from spd_bench.leaderboard.diagnostics import SECTION_TITLE as DIAGNOSTICS_TITLE
+from spd_bench.leaderboard.diagnostics import render_csv as render_diagnostics_csv
 from spd_bench.leaderboard.display import MISSING, CellText, cell_text, summary_header, summary_text
 from spd_bench.leaderboard.table import DOMAIN_TITLES, Leaderboard, ModelTable
 from spd_bench.store import atomic_write_bytes
@@ -73,6 +76,19 @@ def _md_comparison(compared: ComparisonTable) -> list[str]:
     return lines + ["", f"_{reading(compared)}_"]
 
 
+def _md_diagnostics(board: Leaderboard) -> str:
+    """The diagnostics section (docs/diagnostics.md): nothing when no record has diagnostics."""
+    if not board.diagnostics:
+        return ""
+    lines = ["", f"## {DIAGNOSTICS_TITLE}"]
+    for table in board.diagnostics:
+        lines += ["", f"### {table.title}", "", "| " + " | ".join(table.headers) + " |"]
+        lines.append("|---" + "|---:" * (len(table.headers) - 1) + "|")
+        lines += [f"| {row.label} | " + " | ".join(row.cells) + " |" for row in table.rows]
+        lines += ["", f"_{READING}_"]
+    return "\n".join(lines) + "\n"
+
+
 def render_markdown(board: Leaderboard) -> str:
     lines = ["## Leaderboard", ""]
     for table in board.tables:
@@ -81,9 +97,9 @@ def render_markdown(board: Leaderboard) -> str:
     lines.extend(f"_{line}_  " for line in board.legend)
     text = "\n".join(lines).rstrip() + "\n"
     if not board.comparisons:
-        return text
+        return text + _md_diagnostics(board)
     section = [f"## {SECTION_TITLE}"] + [line for c in board.comparisons for line in ["", *_md_comparison(c)]]
-    return text + "\n" + "\n".join(section) + "\n"
+    return text + "\n" + "\n".join(section) + "\n" + _md_diagnostics(board)
 
 
 # CSV ------------------------------------------------------------------------------------------
@@ -292,6 +308,20 @@ def _tex_comparison(compared: ComparisonTable) -> list[str]:
     return lines
 
 
+def _tex_text(text: str) -> str:
+    return tex_escape(text).replace("±", r"$\pm$").replace("‖", r"$\|$")
+
+
+def _tex_diagnostics(table: DiagnosticsTable) -> list[str]:
+    lines = [
+        *_tex_open(f"{DIAGNOSTICS_TITLE}: {tex_escape(table.title)}", len(table.headers)),
+        " & ".join(_tex_text(h) for h in table.headers) + r" \\",
+        r"\midrule",
+    ]
+    lines += [_tex_text(row.label) + " & " + " & ".join(_tex_text(c) for c in row.cells) + r" \\" for row in table.rows]
+    return lines + [r"\bottomrule", r"\end{tabular}", "", r"\smallskip", _tex_text(READING) + r"\par", r"\end{table}"]
+
+
 def render_latex(board: Leaderboard) -> str:
     """Tables for ``\\input`` in a paper; they need ``\\usepackage{booktabs}``."""
     lines = ["% Leaderboard tables built by spd-bench from stored result records; needs \\usepackage{booktabs}."]
@@ -303,6 +333,8 @@ def render_latex(board: Leaderboard) -> str:
     lines.append("}")
     for compared in board.comparisons:
         lines += ["", *_tex_comparison(compared)]
+    for diagnosed in board.diagnostics:
+        lines += ["", *_tex_diagnostics(diagnosed)]
     return "\n".join(lines) + "\n"
 
 
@@ -356,4 +388,7 @@ def write_outputs(board: Leaderboard, out_dir: Path, formats: list[str]) -> dict
             file_name, render = COMPANIONS[name]
             atomic_write_bytes(out_dir / file_name, render(board))
             written[file_name] = out_dir / file_name
+        if name == "csv" and board.diagnostics:  # only when some record has diagnostics
+            atomic_write_bytes(out_dir / DIAGNOSTICS_CSV, render_diagnostics_csv(board.diagnostics).encode())
+            written[DIAGNOSTICS_CSV] = out_dir / DIAGNOSTICS_CSV
     return written

@@ -19,6 +19,7 @@ from spd_bench.leaderboard.stats import N_RESAMPLES, RNG_SEED, CellStats, agains
 
 if TYPE_CHECKING:  # compare.py builds on these tables, so it is imported only for the annotation
     from spd_bench.leaderboard.compare import ComparisonTable
+    from spd_bench.leaderboard.diagnostics import DiagnosticsTable
 
 BASE = "base"
 GROUP_NO_SIGNAL = "no external signal"
@@ -127,6 +128,7 @@ class Leaderboard:
     legend: list[str] = field(default_factory=lambda: list(LEGEND))
     files: dict[str, Path] = field(default_factory=dict)  # format -> written file
     comparisons: list[ComparisonTable] = field(default_factory=list)  # paired, per model and reference
+    diagnostics: list[DiagnosticsTable] = field(default_factory=list)  # per model and training source, when recorded
 
 
 def _most_common(values: list[object]) -> object:

@@ -14,6 +14,7 @@ from spd_bench.leaderboard.compare import (
     reading,
     title,
 )
+from spd_bench.leaderboard.diagnostics import READING, SECTION_TITLE as DIAGNOSTICS_TITLE, DiagnosticsTable
 from spd_bench.leaderboard.display import MISSING, CellText, cell_text, summary_header, summary_text
 from spd_bench.leaderboard.table import Leaderboard, ModelTable
 
@@ -69,8 +70,18 @@ def comparison_table(compared: ComparisonTable) -> Table:
     return grid
 
 
+def diagnostics_table(table: DiagnosticsTable) -> Table:
+    grid = Table(title=f"{DIAGNOSTICS_TITLE}, {table.title}", title_justify="left")
+    grid.add_column("method", no_wrap=True)
+    for header in table.headers[1:]:
+        grid.add_column(header, justify="right")
+    for row in table.rows:
+        grid.add_row(row.label, *row.cells)
+    return grid
+
+
 def render_terminal(board: Leaderboard, console: Console | None = None) -> None:
-    """Print every model's table with its notes, the legend, then the paired comparisons."""
+    """Print every model's table with its notes, the legend, the paired comparisons, then the diagnostics."""
     console = console or Console()
     for table in board.tables:
         console.print(terminal_table(table))
@@ -83,3 +94,7 @@ def render_terminal(board: Leaderboard, console: Console | None = None) -> None:
         console.print()
         console.print(comparison_table(compared))
         console.print(Text(f"  {reading(compared)}", style="dim"))
+    for diagnosed in board.diagnostics:
+        console.print()
+        console.print(diagnostics_table(diagnosed))
+        console.print(Text(f"  {READING}", style="dim"))

@@ -20,6 +20,8 @@ from spd_bench.leaderboard.compare import (
     reading,
     title,
 )
+from spd_bench.leaderboard.diagnostics import READING, DiagnosticsTable
+from spd_bench.leaderboard.diagnostics import SECTION_TITLE as DIAGNOSTICS_TITLE
 from spd_bench.leaderboard.display import MISSING, CellText, cell_text, summary_header, summary_text
 from spd_bench.leaderboard.table import DOMAIN_TITLES, Leaderboard, ModelTable
 
@@ -159,12 +161,30 @@ def _comparison(compared: ComparisonTable) -> list[str]:
     return lines
 
 
+def _diagnostics(table: DiagnosticsTable) -> list[str]:
+    heads = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers[1:])
+    lines = [
+        f"<section><h3>{html.escape(table.title)}</h3>",
+        f'<table class="lb diagnostics" data-model="{html.escape(table.model)}"'
+        f' data-source="{html.escape(table.source)}"><thead>',
+        f'<tr><th class="method">Method</th>{heads}</tr>',
+        "</thead><tbody>",
+    ]
+    for row in table.rows:
+        cells = "".join(f"<td>{html.escape(cell)}</td>" for cell in row.cells)
+        lines.append(f'<tr data-method="{html.escape(row.method)}"><td class="method">{html.escape(row.label)}</td>{cells}</tr>')
+    return lines + ["</tbody></table>", f'<ul class="notes"><li>{html.escape(READING)}</li></ul></section>']
+
+
 def render_html(board: Leaderboard) -> str:
     body = [line for table in board.tables for line in _table(table)]
     legend = '<ul class="legend">' + "".join(f"<li>{html.escape(line)}</li>" for line in board.legend) + "</ul>"
     comparisons = [line for compared in board.comparisons for line in _comparison(compared)]
     if comparisons:
         comparisons.insert(0, f"<h2>{SECTION_TITLE}</h2>")
+    diagnosed = [line for table in board.diagnostics for line in _diagnostics(table)]
+    if diagnosed:
+        diagnosed.insert(0, f"<h2>{DIAGNOSTICS_TITLE}</h2>")
     return (
         "\n".join(
             [
@@ -175,6 +195,7 @@ def render_html(board: Leaderboard) -> str:
                 *body,
                 legend,
                 *comparisons,
+                *diagnosed,
                 f"<script>{_JS}</script>",
                 "</body></html>",
             ]

@@ -16,6 +16,7 @@ from spd_bench.registry import Registry
 SCORERS: Registry[Any] = Registry("scorer", "spd_bench.scorers")
 SCORERS.register("lmeval_generate", "spd_bench.scoring.lmeval:LMEvalGenerate")
 SCORERS.register("lmeval_mc", "spd_bench.scoring.lmeval:LMEvalMultipleChoice")
+SCORERS.register("lmeval_native", "spd_bench.scoring.lmeval_tasks:LMEvalNative")
 SCORERS.register("evalplus", "spd_bench.scoring.evalplus_scorer:EvalPlusScorer")
 SCORERS.register("nll", "spd_bench.scoring.nll:ReferenceNLL")
 
@@ -42,6 +43,9 @@ class ScoreOutput:
     higher_is_better: bool
     per_item: list[dict[str, Any]]  # one per item: doc_id, score, response (and more)
     native: dict[str, Any] = field(default_factory=dict)  # raw library output and config used
+    # files in the scoring library's own formats (name -> text), kept by the score stage and
+    # copied beside the record as ``<record stem>.<name>``; e.g. EvalPlus's samples and results
+    files: dict[str, str] = field(default_factory=dict)
 
 
 def get_scorer(name: str) -> Any:

@@ -11,6 +11,7 @@ it, and per-item rows that say why a sample failed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -71,14 +72,20 @@ def time_limits(task: Any) -> TimeLimits:
     return limits
 
 
+class Solution(str):
+    """A whole program, as EvalPlus's samples files give it in ``solution``: tested as written."""
+
+
 def solution_code(item: dict[str, Any], completion: str, prompt_format: str) -> tuple[str, bool]:
     """The program to test for one completion, and whether EvalPlus's sanitizer should clean it.
 
-    A chat answer is a whole program (often inside markdown), so it is sanitized on its own. A
+    A ``Solution`` is tested as written, as ``evalplus.evaluate`` tests a ``solution``. A chat answer is a whole program (often inside markdown), so it is sanitized on its own. A
     plain completion continues the prompt, unless it writes the entry point's full definition
     itself; then prompt and completion are sanitized together, which keeps the completion's
     definition, its imports and helpers, and drops stray text and test code.
     """
+    if isinstance(completion, Solution):
+        return str(completion), False
     if prompt_format == "chat":
         return completion, True
     if re.search(rf"^\s*def\s+{re.escape(item['entry_point'])}\s*\(", completion, re.MULTILINE):
@@ -293,7 +300,32 @@ def _score_output(
         higher_is_better=True,
         per_item=per_item,
         native=native,
+        files=evalplus_files(items, evaluated, metrics, native["results"]["date"]),
     )
+
+
+def evalplus_files(
+    items: list[dict[str, Any]], evaluated: dict[str, list[dict[str, Any]]], metrics: dict[str, float], date: str
+) -> dict[str, str]:
+    """EvalPlus's own files for these samples: the samples JSONL ``evalplus.evaluate`` reads
+    (``{"task_id", "solution"}``, the programs tested) and the ``eval_results.json`` it writes
+    (date, hash of the problems, per-sample statuses and failing inputs, pass@k of base and plus)."""
+    samples = "".join(
+        json.dumps({"task_id": task_id, "solution": run["solution"]}) + "\n"
+        for task_id, runs in evaluated.items() for run in runs
+    )
+    problems = [{"task_id": _item_id(item), **{key: item.get(key) for key in ("prompt", "base_input", "plus_input")}}
+                for item in items]
+    pass_at = {"base": {k: v for k, v in metrics.items() if not k.endswith("_plus")},
+               "plus": {k.removesuffix("_plus"): v for k, v in metrics.items() if k.endswith("_plus")}}
+    results = {
+        "date": date,
+        "hash": hashlib.md5(json.dumps(problems, sort_keys=True, default=str).encode()).hexdigest(),
+        "eval": {task_id: [{key: value for key, value in run.items() if key != "reason"} for run in runs]
+                 for task_id, runs in evaluated.items()},
+        "pass_at_k": pass_at,
+    }
+    return {"evalplus_samples.jsonl": samples, "evalplus_eval_results.json": json.dumps(results)}
 
 
 class EvalPlusScorer:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from spd_bench.config import stable_hash
 from spd_bench.errors import UserError
 from spd_bench.scoring import ScoreOutput, ScoreSettings
+from spd_bench.scoring.lmeval_tasks import lm_eval_files
+from spd_bench.scoring.math_equivalence import math_verify
 
 if TYPE_CHECKING:
     from spd_bench.backends.protocol import Backend, Handle
@@ -41,16 +43,21 @@ ANSWER_FORMATS: dict[str, dict[str, Any]] = {
         "metric": {"ignore_case": True, "ignore_punctuation": False, "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"]},
         "primary": "flexible-extract",
     },
-    # MATH: the last \boxed{...} (one level of nested braces), compared without spaces and '$'.
+    # MATH: scored as lm-eval's minerva_math scores it, by math-verify's equivalence of the whole
+    # response to the boxed reference answer (math_verify/response, the primary); exact match of
+    # the last \boxed{...} (one level of nested braces, without spaces and '$') stays beside it.
     "boxed": {
         "filters": [
             {"name": "boxed", "filter": [
                 {"function": "regex", "group_select": -1, "regex_pattern": "\\\\boxed\\{((?:[^{}]|\\{[^{}]*\\})*)\\}"},
                 {"function": "take_first"}]},
             _FLEXIBLE_NUMBER,
+            {"name": "response", "filter": [{"function": "take_first"}]},
         ],
         "metric": {"ignore_case": False, "ignore_punctuation": False, "regexes_to_ignore": [" ", "\\$", "\\\\!"]},
+        "extra_metrics": [{"metric": math_verify, "aggregation": "mean", "higher_is_better": True}],
         "primary": "boxed",
+        "primary_metric": "math_verify/response",
     },
     # Free-text answers (BBH): the text after "the answer is", else the first non-blank line.
     "text": {
@@ -106,7 +113,8 @@ def generate_config(task: Any, docs: Path, settings: ScoreSettings) -> dict[str,
             "max_gen_toks": settings.max_new_tokens,
         },
         "filter_list": answer_format(task)["filters"],
-        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True, **answer_format(task)["metric"]}],
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True, **answer_format(task)["metric"]},
+                        *answer_format(task).get("extra_metrics", [])],
         "num_fewshot": 0,
         "metadata": {"version": 1},
     }
@@ -175,6 +183,8 @@ def _clean(value: Any) -> Any:
         return value.item()
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
+    if callable(value):  # a metric function in a task config: named where it lives
+        return f"{value.__module__}:{value.__qualname__}"
     return str(value)
 
 
@@ -199,13 +209,18 @@ class _LMEvalScorer:
         }
         primary = self.primary_metric(task)
         per_item = self.per_item(results["samples"][name], primary)
-        config_stored = {**config, "dataset_kwargs": {"data_files": {"test": docs.name}}}
+        config_stored = _clean({**config, "dataset_kwargs": {"data_files": {"test": docs.name}}})
+        fewshot = {"num_fewshot": task.num_fewshot, "fewshot_source": task.fewshot_source}
         return ScoreOutput(
             metrics=metrics,
             primary_metric=primary,
             higher_is_better=True,
             per_item=per_item,
-            native={"lm_eval_results": raw, "lm_eval_task_config": config_stored, "lm_eval_version": _version()},
+            native={"lm_eval_results": raw, "lm_eval_task_config": config_stored, "lm_eval_version": _version(),
+                    "fewshot": fewshot},
+            # the few-shot examples are part of each document's prompt, so lm-eval itself counts 0 shots
+            files=lm_eval_files(results, {"model": "spd-bench", "limit": len(items), "batch_size": settings.batch_size,
+                                          "fewshot_in_prompt": fewshot}),
         )
 
     def per_item(self, samples: list[dict[str, Any]], primary: str) -> list[dict[str, Any]]:
@@ -219,13 +234,17 @@ class _LMEvalScorer:
         with backend.lm_eval_model(handle, batch_size=settings.batch_size) as lm:
             return self._run(lm, task, items, settings)
 
+    def score_lm(self, lm: Any, task: Any, items: list[dict[str, Any]], settings: ScoreSettings) -> ScoreOutput:
+        """Score any lm-eval LM, e.g. an lm-eval samples file replayed (``spd-bench score``)."""
+        return self._run(lm, task, items, settings)
+
     def score_responses(self, task: Any, items: list[dict[str, Any]], responses: dict[str, list[str]], settings: ScoreSettings) -> ScoreOutput:
         return self._run(ReplayLM(items, responses), task, items, settings)
 
 
 class LMEvalGenerate(_LMEvalScorer):
     def primary_metric(self, task: Any) -> str:
-        return "exact_match/" + answer_format(task)["primary"]
+        return answer_format(task).get("primary_metric", "exact_match/" + answer_format(task)["primary"])
 
     def config(self, task: Any, docs: Path, settings: ScoreSettings) -> dict[str, Any]:
         return generate_config(task, docs, settings)
@@ -237,7 +256,8 @@ class LMEvalGenerate(_LMEvalScorer):
                 sample["doc_id"],
                 {"doc_id": sample["doc_id"], "id": sample["doc"].get("id"), "response": _clean(sample["resps"][0][0]), "target": sample["target"]},
             )
-            entry[f"exact_match/{sample['filter']}"] = float(sample["exact_match"])
+            for metric in sample["metrics"]:  # exact_match, and math_verify where the format adds it
+                entry[f"{metric}/{sample['filter']}"] = float(sample[metric])
             entry[f"extracted/{sample['filter']}"] = _clean(sample["filtered_resps"][0])
         rows = [by_doc[k] for k in sorted(by_doc)]
         for row in rows:

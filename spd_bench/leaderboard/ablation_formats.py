@@ -1,0 +1,227 @@
+"""An ablation (ablation.py) as Markdown, tidy CSV, LaTeX and HTML, and every format written beside its sweep.
+
+The numbers of every format come from the same cell texts, so they always agree; each table
+ends with the one line that says how to read it (``ablation.reading``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from spd_bench.leaderboard.ablation import (
+    VERSUS,
+    Ablation,
+    AblationCell,
+    AblationRow,
+    Section,
+    axis_label,
+    build_ablation,
+    reading,
+    sweep_folders,
+    value_text,
+)
+from spd_bench.leaderboard.display import MISSING, _decimals, number
+from spd_bench.leaderboard.formats import CSV_DECIMALS, tex_escape
+from spd_bench.leaderboard.stats import CellStats
+from spd_bench.leaderboard.table import Column
+from spd_bench.store import atomic_write_bytes
+
+ABLATION_FILE = "ablation"
+
+
+def _interval(stats_low: float, stats_high: float, column: Column) -> str:
+    d = _decimals(column.higher_is_better)
+    return f"[{number(stats_low, column.scale, d)}, {number(stats_high, column.scale, d)}]"
+
+
+def stats_text(stats: CellStats, column: Column) -> str:
+    """'45.2 [41.0, 49.3]': the mean over seeds and its 95% interval, in display units."""
+    value = number(stats.mean, column.scale, _decimals(column.higher_is_better))
+    return value if stats.interval is None else f"{value} {_interval(stats.interval.low, stats.interval.high, column)}"
+
+
+def delta_text(cell: AblationCell | None, column: Column) -> str:
+    """'+3.1 [-1.0, 7.0]': the difference against raw_sd and its paired interval."""
+    if cell is None or cell.delta is None:
+        return MISSING
+    value = number(cell.delta.value, column.scale, _decimals(column.higher_is_better), signed=True)
+    interval = cell.delta.interval
+    return value if interval is None else f"{value} {_interval(interval.low, interval.high, column)}"
+
+
+def _title(ablation: Ablation, section: Section, method: str) -> str:
+    return f"{ablation.name}: {method} by {', '.join(axis_label(a) for a in section.axes)}"
+
+
+def _section_rows(section: Section, method: str) -> list[AblationRow]:
+    return [row for row in section.rows if row.method == method]
+
+
+def _methods(ablation: Ablation) -> list[str]:
+    return list(dict.fromkeys(row.method for s in ablation.sections for row in s.rows))
+
+
+def _table_rows(ablation: Ablation, section: Section, method: str) -> list[list[str]]:
+    """Header, then one row per setting and one per reference method: cells as plain text."""
+    header = [axis_label(a) for a in section.axes]
+    for column in ablation.columns:
+        header += [f"{column.task} ({column.domain}) {column.metric_label}", f"Δ {VERSUS}"]
+    rows = [header]
+    for row in _section_rows(section, method):
+        line = [value_text(row.values[a]) for a in section.axes]
+        for column in ablation.columns:
+            cell = row.cells.get((column.task, column.domain))
+            line += [stats_text(cell.stats, column) if cell else MISSING, delta_text(cell, column)]
+        rows.append(line)
+    for name, by_column in ablation.references.items():
+        line = [f"{name} (reference)"] + [""] * (len(section.axes) - 1)
+        for column in ablation.columns:
+            stats = by_column.get((column.task, column.domain))
+            line += [stats_text(stats, column) if stats else MISSING, ""]
+        rows.append(line)
+    return rows
+
+
+def render_markdown(ablation: Ablation) -> str:
+    lines = [f"## Ablation: {ablation.name}", ""]
+    for method in _methods(ablation):
+        for section in ablation.sections:
+            if not _section_rows(section, method):
+                continue
+            header, *body = _table_rows(ablation, section, method)
+            lines += [f"### {_title(ablation, section, method)}", "", "| " + " | ".join(header) + " |",
+                      "|---" * len(section.axes) + "|---:" * (len(header) - len(section.axes)) + "|"]
+            lines += ["| " + " | ".join(cells) + " |" for cells in body]
+            lines += ["", f"_{reading(ablation)}_", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _rounded(x: float | None, scale: float = 1.0) -> float | None:
+    return None if x is None else round(x * scale, CSV_DECIMALS) + 0.0
+
+
+def render_csv(ablation: Ablation) -> str:
+    """Tidy: one row per (section, setting or reference, method, column), in display units."""
+    import pandas as pd
+
+    axes = list(ablation.axes)
+    records = []
+
+    def entry(section: str, setting: str, method: str, values: dict[str, str], column: Column, stats: CellStats,
+              cell: AblationCell | None) -> dict[str, object]:
+        delta = cell.delta if cell else None
+        paired = delta.paired if delta else None
+        return {
+            "sweep": ablation.name, "varied": section, "setting": setting, "method": method,
+            **{axis_label(a): values.get(a, "") for a in axes},
+            "task": column.task, "domain": column.domain, "metric": column.metric,
+            "unit": "points" if column.higher_is_better else "metric",
+            "mean": _rounded(stats.mean, column.scale), "ci_low": _rounded(stats.interval.low, column.scale)
+            if stats.interval else None, "ci_high": _rounded(stats.interval.high, column.scale) if stats.interval else None,
+            "ci_method": stats.interval.method if stats.interval else None, "n_seeds": stats.n_seeds,
+            "seeds": ";".join(map(str, cell.seeds)) if cell else "",
+            f"delta_vs_{VERSUS}": _rounded(delta.value, column.scale) if delta else None,
+            "delta_ci_low": _rounded(delta.interval.low, column.scale) if delta and delta.interval else None,
+            "delta_ci_high": _rounded(delta.interval.high, column.scale) if delta and delta.interval else None,
+            "delta_p": _rounded(paired.p_value) if paired else None,
+        }
+
+    for section in ablation.sections:
+        varied = "+".join(axis_label(a) for a in section.axes)
+        for row in section.rows:
+            values = {a: value_text(v) for a, v in row.values.items()}
+            for column in ablation.columns:
+                cell = row.cells.get((column.task, column.domain))
+                if cell is not None:
+                    records.append(entry(varied, row.setting, row.method, values, column, cell.stats, cell))
+    for name, by_column in ablation.references.items():
+        for column in ablation.columns:
+            stats = by_column.get((column.task, column.domain))
+            if stats is not None:
+                records.append(entry("reference", "reference", name, {}, column, stats, None))
+    return pd.DataFrame.from_records(records).to_csv(index=False, lineterminator="\n")
+
+
+def _tex(text: str) -> str:
+    return tex_escape(text).replace("Δ", r"$\Delta$")
+
+
+def render_latex(ablation: Ablation) -> str:
+    """Tables for ``\\input`` in a paper; they need ``\\usepackage{booktabs}``."""
+    lines = ["% Ablation tables built by spd-bench from a sweep's stored result records; needs \\usepackage{booktabs}."]
+    for method in _methods(ablation):
+        for section in ablation.sections:
+            if not _section_rows(section, method):
+                continue
+            header, *body = _table_rows(ablation, section, method)
+            lines += [r"\begin{table}[t]", r"\centering", r"\scriptsize",
+                      rf"\caption{{{_tex(_title(ablation, section, method))}}}",
+                      r"\begin{tabular}{" + "l" * len(section.axes) + "r" * (len(header) - len(section.axes)) + "}",
+                      r"\toprule", " & ".join(_tex(h) for h in header) + r" \\", r"\midrule"]
+            lines += [" & ".join(_tex(c) for c in cells) + r" \\" for cells in body]
+            lines += [r"\bottomrule", r"\end{tabular}", "", r"\smallskip", _tex(reading(ablation)) + r"\par",
+                      r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def render_html(ablation: Ablation) -> str:
+    """A standalone page: the tables, each with its reading line, and the plot beside it (ablation.png)."""
+    from html import escape
+
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Ablation: {escape(ablation.name)}</title>",
+             "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+             "padding:2px 6px}td:not(:first-child){text-align:right}caption{caption-side:bottom;font-style:italic;"
+             "text-align:left}</style></head><body>", f"<h2>Ablation: {escape(ablation.name)}</h2>"]
+    for method in _methods(ablation):
+        for section in ablation.sections:
+            if not _section_rows(section, method):
+                continue
+            header, *body = _table_rows(ablation, section, method)
+            parts += [f"<h3>{escape(_title(ablation, section, method))}</h3><table>",
+                      f"<caption>{escape(reading(ablation))}</caption>",
+                      "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"]
+            parts += ["<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>" for cells in body]
+            parts.append("</table>")
+    parts += [f"<p><img src='{ABLATION_FILE}.png' alt='metric against each option value'></p>", "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+def _png(ablation: Ablation) -> bytes:
+    from spd_bench.leaderboard.ablation_chart import render_ablation_png
+
+    return render_ablation_png(ablation)
+
+
+RENDERERS: dict[str, Callable[[Ablation], bytes]] = {
+    "md": lambda a: render_markdown(a).encode(),
+    "csv": lambda a: render_csv(a).encode(),
+    "tex": lambda a: render_latex(a).encode(),
+    "html": lambda a: render_html(a).encode(),
+    "png": _png,
+}
+ABLATION_FORMATS = tuple(RENDERERS)
+
+
+def write_ablation(ablation: Ablation, out_dir: Path, formats: list[str]) -> dict[str, Path]:
+    """``ablation.<format>`` in ``out_dir`` for each of ``formats``."""
+    written = {}
+    for name in formats:
+        if name in RENDERERS:
+            path = out_dir / f"{ABLATION_FILE}.{name}"
+            atomic_write_bytes(path, RENDERERS[name](ablation))
+            written[name] = path
+    ablation.files = written
+    return written
+
+
+def build_ablations(results_dir: Path, out_dir: Path | None, formats: list[str]) -> list[Ablation]:
+    """Every sweep under ``results_dir`` rebuilt from its records into ``<out_dir>/sweeps/<name>/``."""
+    ablations = []
+    for folder in sweep_folders(results_dir):
+        ablation = build_ablation(folder)
+        if out_dir is not None:
+            write_ablation(ablation, Path(out_dir) / folder.parent.name / folder.name, formats)
+        ablations.append(ablation)
+    return ablations
+
