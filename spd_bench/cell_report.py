@@ -14,7 +14,8 @@ from typing import Any
 
 from spd_bench.errors import UserError
 from spd_bench.leaderboard.collect import StoredRecord, load_stored
-from spd_bench.results import ResultRecord
+from spd_bench.leaderboard.display import flatten
+from spd_bench.results import ResultRecord, cell_name
 
 REFERENCE = "raw_sd"
 BASE = "base"
@@ -53,13 +54,6 @@ def parse_cell(text: str | None, method: str | None = None, source: str | None =
     return CellQuery(match["method"], match["source"], int(match["seed"]), model)
 
 
-def cell_name(record: ResultRecord) -> str:
-    """A record's cell as runs print it: METHOD/SOURCE/seedN, or the method alone when untrained."""
-    if record.training_source is None:
-        return record.method
-    return f"{record.method}/{record.training_source}/seed{record.seed}"
-
-
 def _matches(record: ResultRecord, query: CellQuery) -> bool:
     return (record.method == query.method and (query.source is None or record.training_source == query.source)
             and (query.seed is None or record.seed == query.seed) and (query.model is None or record.model == query.model))
@@ -86,12 +80,6 @@ def _number(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     return f"{value:.4g}"
-
-
-def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    if isinstance(value, dict) and value:
-        return [pair for key, item in value.items() for pair in _flatten(item, f"{prefix}.{key}" if prefix else str(key))]
-    return [(prefix, value)]
 
 
 def _reference(stored: list[StoredRecord], record: ResultRecord, method: str) -> ResultRecord | None:
@@ -136,7 +124,7 @@ def render_report(stored: list[StoredRecord], query: CellQuery) -> str:
         if part in first.diagnostics:
             value = first.diagnostics[part]
             lines.append(f"  {part}:" + ("" if value else " none (no projectors)"))
-            lines += [f"    {key}: {_number(item)}" for key, item in _flatten(value or {}) if key]
+            lines += [f"    {key}: {_number(item)}" for key, item in flatten(value or {}) if key]
     return "\n".join(lines) + "\n"
 
 

@@ -292,8 +292,10 @@ def _check_force(args: argparse.Namespace) -> None:
         raise UserError(f"--force {bad[0]!r} is not a stage; stages are {', '.join(PIPELINE_STAGES)}")
 
 
-def _run_inputs(args: argparse.Namespace, sweep: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the --config file's fields, the flags that override them) of a run or (``sweep``) a sweep."""
+def _run_inputs(args: argparse.Namespace, sweep: bool = False,
+                sets: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the --config file's fields, the flags that override them) of a run or (``sweep``) a sweep;
+    ``sets``: the plain ``--set`` items (default: all of them; a sweep's axes are not overrides)."""
     from spd_bench.config import load_yaml
 
     yaml_data = load_yaml(args.config) if args.config else {}
@@ -308,7 +310,7 @@ def _run_inputs(args: argparse.Namespace, sweep: bool = False) -> tuple[dict[str
     if args.include_path:  # added to the folders the config file and --set name
         from spd_bench.config import deep_merge, parse_set
 
-        named = deep_merge(yaml_data, parse_set(args.set)).get("lm_eval") or {}
+        named = deep_merge(yaml_data, parse_set(args.set if sets is None else sets)).get("lm_eval") or {}
         flags["lm_eval"] = {"include_path": [*(named.get("include_path") or []), *args.include_path]}
     return yaml_data, flags
 
@@ -318,12 +320,12 @@ def _sweep(args: argparse.Namespace, console: Any) -> int:
     import shlex
 
     from spd_bench.config import deep_merge, parse_set
-    from spd_bench.sweep import combine, plan_sweep, run_sweep, spec_from_yaml, split_sets
+    from spd_bench.sweep import combine, compares_with_reference, plan_sweep, run_sweep, spec_from_yaml, split_sets
 
     _check_force(args)
-    yaml_data, flags = _run_inputs(args, sweep=True)
-    from_file = spec_from_yaml(yaml_data.pop("sweep"), args.config) if "sweep" in yaml_data else None
     plain, axes = split_sets(args.set)
+    yaml_data, flags = _run_inputs(args, sweep=True, sets=plain)
+    from_file = spec_from_yaml(yaml_data.pop("sweep"), args.config) if "sweep" in yaml_data else None
     overrides = parse_set(plain)
     spec = combine(from_file, axes, {item.partition("=")[0] for item in plain}, args.mode)
     name = args.name or (Path(args.config).stem if from_file else None)  # configs/paper_ablations.yaml: paper_ablations
@@ -334,6 +336,9 @@ def _sweep(args: argparse.Namespace, console: Any) -> int:
                   + f", into {sweep.folder}", highlight=False)
     for label, same in sweep.same_as.items():
         console.print(f"note: setting {label} computes the same as {same}; it runs once", highlight=False)
+    planned = ([sweep.reference] if sweep.reference else []) + sweep.settings
+    for note in dict.fromkeys(note for setting in planned for note in setting.plan.notes):
+        console.print(f"note: {note}", highlight=False)
 
     from spd_bench.engine.executors import command_without_executor, local_info
     from spd_bench.engine.pipeline import Pipeline
@@ -347,7 +352,8 @@ def _sweep(args: argparse.Namespace, console: Any) -> int:
         console.print(f"[bold]setting {setting.label}[/bold]: {len(setting.plan.cells)} cells", highlight=False)
         store = ArtifactStore(Path(setting.config.cache_dir), use_cache=not args.no_cache, force=set(args.force),
                               rebuild=not args.no_rebuild)
-        pipeline = Pipeline(setting.config, setting.plan, store, reporter, executor_info=local_info(), command=command)
+        pipeline = Pipeline(setting.config, setting.plan, store, reporter, executor_info=local_info(), command=command,
+                            reference_corpus=compares_with_reference(sweep, setting))
         records = pipeline.run()
         reporter.summary(pipeline.stage_log)
         return records

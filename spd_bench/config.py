@@ -247,19 +247,23 @@ def _check_lm_eval(section: LMEvalConfig) -> None:
             _bad(f"lm_eval.training_source.{name}", source, "entries for lm_eval:NAME tasks, e.g. lm_eval.training_source.lm_eval:NAME")
 
 
-def _check_trackers(names: list[str]) -> None:
-    """Every train.report_to entry is a tracker the trainer knows, and installed."""
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported here (found without importing it)."""
     import importlib.util
 
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _check_trackers(names: list[str]) -> None:
+    """Every train.report_to entry is a tracker the trainer knows, and installed."""
     for name in names:
         if name not in TRACKERS:
             _bad("train.report_to", name, "trackers among " + ", ".join(sorted(TRACKERS)) + ", or none (an empty list)")
         module, package = TRACKERS[name]
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
+        if not installed(module):
             raise UserError(f"config field train.report_to names {name}, which is not installed: pip install {package},"
                             f" or leave {name} out")
 

@@ -147,8 +147,10 @@ def find_cell_records(results: Path, model: str, method: str, seed: int, source:
         found = sorted(p.name.replace("__", "/") for p in records_dir.iterdir() if p.is_dir())
         raise UserError(f"no records of model {model!r} in {records_dir} (models there: {', '.join(found) or 'none'});"
                         " pass --model as the run spelled it, or " + _run_hint(model, method, seed))
-    paths = sorted(model_dir.glob(f"*/{method}-seed{seed}.json"))
-    records = [(path, record) for path in paths for record in [load_record(path)] if record.model == model]
+    stored = set(record_files(model_dir))  # not the lm-eval and EvalPlus files kept beside the records
+    paths = sorted(path for path in model_dir.glob(f"*/{method}-*seed{seed}.json") if path in stored)
+    records = [(path, record) for path in paths for record in [load_record(path)]
+               if (record.model, record.method, record.seed) == (model, method, seed)]
     if not records:
         cells = sorted({p.stem for p in record_files(model_dir)})
         raise UserError(f"no record of {method} seed {seed} for model {model} in {results} (cells there:"

@@ -52,5 +52,5 @@ def render_items(items: list[dict[str, Any]], tokenizer: Any, prompt_format: str
             [{"role": "user", "content": item["prompt"]}], tokenize=False, add_generation_prompt=True)
         if bos_text and prompt.startswith(bos_text):
             prompt = prompt[len(bos_text):]
-        rendered.append({**item, "prompt": prompt, PLAIN_PROMPT: item["prompt"]})
+        rendered.append({**item, "prompt": prompt, PLAIN_PROMPT: item.get(PLAIN_PROMPT, item["prompt"])})
     return rendered

@@ -175,5 +175,10 @@ def _score_lm_eval_samples(spec: Any, rows: list[dict[str, Any]] | None, path: P
         return get_scorer(spec.scorer).score_lm(lm, spec, settings).metrics
     if spec.scorer not in ("lmeval_generate", "lmeval_mc"):
         raise UserError(f"task {spec.name} is not scored by lm-eval; give its samples as spd-bench JSONL")
-    items = load_eval(spec, DataContext(cache_dir=Path(cache_dir), paths=dict(data)), covered).items
+    ctx = DataContext(cache_dir=Path(cache_dir), paths=dict(data))
+    items = load_eval(spec, ctx, covered).items
+    if spec.num_fewshot:  # the documents as the run scored them: its few-shot context before each prompt
+        from spd_bench.tasks import add_fewshot, get_source, load_source
+
+        items = add_fewshot(spec, items, load_source(get_source(spec.fewshot_source), ctx).train, spec.num_fewshot)
     return get_scorer(spec.scorer).score_lm(lm, spec, items, settings).metrics

@@ -145,7 +145,21 @@ def load_item_scores(record_path: Path, record: ResultRecord) -> list[float] | N
 
 
 def record_relpath(record: ResultRecord) -> Path:
-    """Where a record lives under the results folder: records/<model>/<task>/<method>[-seedN].json."""
+    """Where a record lives under the results folder: records/<model>/<task>/<method>[-seedN].json, and
+    <method>-<source>-seedN.json for an out-of-domain task: one run may score such a task for several
+    training sources (a task without a source of its own is out-of-domain for each), one record each."""
     safe_model = record.model.replace("/", "__")
-    stem = record.method if record.seed is None else f"{record.method}-seed{record.seed}"
+    if record.seed is None:
+        stem = record.method
+    elif record.domain == "out" and record.training_source:
+        stem = f"{record.method}-{record.training_source}-seed{record.seed}"
+    else:
+        stem = f"{record.method}-seed{record.seed}"
     return Path("records") / safe_model / record.task / f"{stem}.json"
+
+
+def cell_name(record: ResultRecord) -> str:
+    """A record's cell as runs print it: METHOD/SOURCE/seedN, or the method alone when untrained."""
+    if record.training_source is None:
+        return record.method
+    return f"{record.method}/{record.training_source}/seed{record.seed}"

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from spd_bench.config import RunConfig, deep_merge, make_config, stable_hash, to_dict
+from spd_bench.config import RunConfig, build_dataclass, deep_merge, make_config, stable_hash, to_dict
 from spd_bench.engine.plan import Plan, make_plan
 from spd_bench.errors import UserError
 from spd_bench.leaderboard.ablation import (
@@ -24,6 +25,7 @@ from spd_bench.leaderboard.ablation import (
     MODES,
     REFERENCE_DIR,
     REFERENCE_METHODS,
+    VERSUS,
     axis_label,
     axis_value,
     value_text,
@@ -115,6 +117,37 @@ def combine(from_file: SweepSpec | None, from_flags: dict[str, list[Any]], plain
     return SweepSpec(axes, chosen)
 
 
+def _field_owner(axis: str) -> tuple[type, str] | None:
+    """The dataclass that declares an axis's field (a config section, or a method's Options) and the
+    field's name; None for a field inside a mapping or an unknown one (the setting's config judges it)."""
+    parts = axis.split(".")
+    owner: Any = RunConfig
+    if parts[0] == "method_options" and len(parts) == 3:
+        from spd_bench.registry import METHODS
+
+        if parts[1] not in METHODS:
+            return None
+        owner, parts = METHODS.get(parts[1]).Options, parts[2:]
+    for part in parts[:-1]:
+        owner = typing.get_type_hints(owner).get(part) if dataclasses.is_dataclass(owner) else None
+    if not dataclasses.is_dataclass(owner) or parts[-1] not in {f.name for f in dataclasses.fields(owner)}:
+        return None
+    return owner, parts[-1]
+
+
+def coerce_axes(spec: SweepSpec) -> SweepSpec:
+    """Each axis value read with its field's type, as ``--set`` is (``train.lr=1e-4,1e-3``: YAML reads
+    strings, the field holds floats), repeats dropped: labels, manifest and order then see the run's values."""
+    axes: dict[str, list[Any]] = {}
+    for axis, values in spec.axes.items():
+        owner = _field_owner(axis)
+        prefix = axis.rpartition(".")[0] + "." if "." in axis else ""
+        typed = values if owner is None else [getattr(build_dataclass(owner[0], {owner[1]: v}, prefix), owner[1])
+                                             for v in values]
+        axes[axis] = list({value_text(v): v for v in typed}.values())
+    return SweepSpec(axes, spec.mode)
+
+
 def _nested(path: str, value: Any) -> dict[str, Any]:
     node: dict[str, Any] = {}
     parts = path.split(".")
@@ -154,6 +187,7 @@ def _check_name(name: str) -> str:
 def plan_sweep(base_data: dict[str, Any], flags: dict[str, Any], spec: SweepSpec, name: str | None,
                reference: bool = True) -> SweepPlan:
     """Every setting's config and plan (and the references'), each checked before any model work."""
+    spec = coerce_axes(spec)
     methods = list(flags.get("methods") or base_data.get("methods") or ["spd"])
     references = [m for m in REFERENCE_METHODS if m not in methods] if reference else []
     per_method = all(any(a.startswith(f"method_options.{m}.") for m in methods) for a in spec.axes)
@@ -225,6 +259,13 @@ def manifest(sweep: SweepPlan, command: str | None) -> dict[str, Any]:
         "reference": sorted(sweep.reference.plan.methods) if sweep.reference else [],
         "settings": {s.label: s.overrides for s in sweep.settings}, "command": command,
     }
+
+
+def compares_with_reference(sweep: SweepPlan, setting: Setting) -> bool:
+    """Whether a setting's corpus diagnostics compare with the raw_sd corpus of the reference run
+    (Pipeline's ``reference_corpus``): raw_sd runs there, not in the setting."""
+    return (sweep.reference is not None and setting is not sweep.reference
+            and VERSUS in sweep.reference.plan.methods)
 
 
 def run_sweep(sweep: SweepPlan, run_setting: Callable[[Setting], list[Path]], command: str | None) -> list[Path]:

@@ -10,13 +10,13 @@ during a fine-tune are the trainer's own integration (``train.report_to``, docs/
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from spd_bench.config import installed
 from spd_bench.errors import UserError
-from spd_bench.results import ResultRecord
+from spd_bench.results import ResultRecord, cell_name
 
 TRACKER_PACKAGES = {"trackio": "trackio", "wandb": "wandb", "mlflow": "mlflow"}  # --tracker name -> pip package
 DEFAULT_PROJECT = "spd-bench"
@@ -28,11 +28,7 @@ def check_trackers(names: Iterable[str]) -> list[str]:
     for name in chosen:
         if name not in TRACKER_PACKAGES:
             raise UserError(f"--tracker {name!r} is not one of {', '.join(TRACKER_PACKAGES)}")
-        try:
-            found = importlib.util.find_spec(name) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
+        if not installed(name):
             raise UserError(f"--tracker {name}: {name} is not installed; pip install {TRACKER_PACKAGES[name]}"
                             f" (or pip install 'spd-bench[{name}]'), or leave --tracker {name} out")
     return chosen
@@ -46,15 +42,6 @@ class CellLog:
     config: dict[str, Any]
     curve: list[dict[str, float]] = field(default_factory=list)  # per logged step: step, train/loss, ...
     summary: dict[str, float] = field(default_factory=dict)  # metrics/<task>/<metric>, seconds/<stage>, ...
-
-
-def _cell_name(record: ResultRecord) -> str:
-    parts = [record.model, record.method]
-    if record.training_source is not None:
-        parts.append(record.training_source)
-    if record.seed is not None:
-        parts.append(f"seed{record.seed}")
-    return "/".join(parts)
 
 
 def _curve(training: dict[str, Any]) -> list[dict[str, float]]:
@@ -74,7 +61,7 @@ def cell_logs(records: Iterable[ResultRecord]) -> list[CellLog]:
     """One CellLog per cell, in the order the cells' first records come."""
     cells: dict[str, CellLog] = {}
     for record in records:
-        name = _cell_name(record)
+        name = f"{record.model}/{cell_name(record)}"
         log = cells.get(name)
         if log is None:
             log = cells[name] = CellLog(
@@ -123,18 +110,6 @@ def _log_wandb(cell: CellLog, project: str) -> None:
         run.finish()
 
 
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config -> MLflow params (flat names, text values within MLflow's 6000-character limit)."""
-    flat: dict[str, str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flat(value, name + "."))
-        else:
-            flat[name] = str(value)[:6000]
-    return flat
-
-
 def _mlflow_names(values: dict[str, float]) -> dict[str, float]:
     """MLflow metric names allow letters, digits, ``_ - . / `` and space: ``pass@1`` becomes ``pass_at_1``."""
     return {re.sub(r"[^\w\-./ ]", "_", key.replace("@", "_at_")): value for key, value in values.items()}
@@ -143,9 +118,11 @@ def _mlflow_names(values: dict[str, float]) -> dict[str, float]:
 def _log_mlflow(cell: CellLog, project: str) -> None:
     import mlflow
 
+    from spd_bench.leaderboard.display import flatten
+
     mlflow.set_experiment(project)
     with mlflow.start_run(run_name=cell.name):
-        mlflow.log_params(_flat(cell.config))
+        mlflow.log_params({name: str(value)[:6000] for name, value in flatten(cell.config)})  # MLflow's limit
         for row in cell.curve:
             mlflow.log_metrics(_mlflow_names({k: v for k, v in row.items() if k != "step"}), step=row["step"])
         mlflow.log_metrics(_mlflow_names(cell.summary))

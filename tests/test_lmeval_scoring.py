@@ -67,3 +67,28 @@ def test_duplicate_prompts_keep_their_own_responses(tmp_path: Path):
 def test_unknown_answer_format_is_refused(tmp_path: Path):
     with pytest.raises(UserError, match="answer_format"):
         score(task("roman"), [("Q", "1", "1")], tmp_path)
+
+
+def test_catalogue_files_state_the_seeds_they_were_scored_with(tmp_path: Path):
+    import json
+
+    spec = task("numeric")
+    items = [{"id": "i0", "prompt": "Q", "answer": "", "label": "1"}]
+    out = LMEvalGenerate().score_responses(spec, items, {"i0": ["#### 1"]}, ScoreSettings(work_dir=tmp_path))
+    config = json.loads(out.files["lm_eval_results.json"])["config"]
+    assert [config[k] for k in ("random_seed", "numpy_seed", "torch_seed", "fewshot_seed")] == [0, 0, 0, 0]
+    assert "sample_count" not in out.metrics and out.metrics["exact_match/strict-match"] == 1.0
+
+
+def test_math_verify_never_raises(monkeypatch: pytest.MonkeyPatch):
+    import math_verify
+
+    from spd_bench.scoring.math_equivalence import math_verify as metric
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise TypeError("unhashable")
+
+    assert metric(["\\frac{1}{2}"], ["0.5"]) == 1.0
+    monkeypatch.setattr(math_verify, "verify", broken)
+    assert metric(["\\frac{1}{2}"], ["0.5"]) == 0.0  # lm-eval would call it again another way, then stop the run
+    assert metric([], []) == 0.0

@@ -21,7 +21,7 @@ import yaml
 
 from spd_bench import cli
 from spd_bench.data import mirrors
-from spd_bench.leaderboard.collect import load_stored
+from spd_bench.leaderboard.collect import load_stored, settings_conflicts
 from spd_bench.models import resolve_model_path
 from spd_bench.tasks import DataContext, get_task, load_eval
 
@@ -111,7 +111,7 @@ def test_a_local_lm_eval_task_scores_as_lm_evals_own_cli(run: Path, world: dict[
                      str(world["tasks"]), "--cache-dir", str(world["cache"])]) == 0
     assert f"acc {results['results'][TASK]['acc,none']:.4f}" in capsys.readouterr().out
     # raw_sd trained on GSM8K's source is scored on the lm-eval task as out of domain
-    trained, _ = record(run, f"lm_eval:{TASK}", "raw_sd-seed1")
+    trained, _ = record(run, f"lm_eval:{TASK}", "raw_sd-gsm8k_train-seed1")
     assert trained["domain"] == "out" and trained["training_source"] == "gsm8k_train"
 
 
@@ -131,7 +131,11 @@ def test_records_keep_lm_evals_files_and_the_leaderboard_reads_only_records(run:
     gsm8k, gsm8k_path = record(run, "gsm8k")
     assert "lm_eval_results.json" in gsm8k["files"]
     stored = load_stored(run)
-    assert len(stored) == 4 and {s.path.name for s in stored} == {"base.json", "raw_sd-seed1.json"}
+    assert len(stored) == 4 and {s.path.name for s in stored} == {"base.json", "raw_sd-seed1.json", "raw_sd-gsm8k_train-seed1.json"}
+    # lm-eval decoded as its task config says, whatever each method's evaluation temperature
+    assert data["eval_settings"]["decoding"] == {"lm_eval_generation_kwargs": {TASK: None}}
+    assert settings_conflicts(stored) == []
+    assert (results["config"]["numpy_seed"], results["config"]["fewshot_seed"]) == (1234, 1234)
 
 
 @pytest.mark.slow
@@ -324,3 +328,99 @@ def test_chat_template_and_system_instruction_go_to_lm_eval(world: dict[str, Pat
     assert settings["apply_chat_template"] is True and settings["system_instruction"] == "Be brief."
     line = json.loads((path.parent / data["files"][f"lm_eval_samples_{TASK}.jsonl"]).read_text().splitlines()[0])
     assert line["arguments"]["gen_args_0"]["arg_0"] == "<|system|>Be brief.<|user|>Q: 1 + 9 =\nA:<|assistant|>"
+
+
+def _request(task: str, doc: dict[str, Any], repeats: int = 1) -> Any:
+    from lm_eval.api.instance import Instance
+
+    return Instance(request_type="generate_until", doc=doc, arguments=("Q", {}), idx=0, metadata=(task, 0, repeats))
+
+
+def test_a_samples_file_answers_only_its_own_task_and_documents(tmp_path: Path):
+    from spd_bench.errors import UserError
+    from spd_bench.scoring.lmeval_tasks import SampleFileLM, doc_hash
+
+    doc = {"question": "Q: 1 + 9 =", "label": 0}
+    row = {"doc_id": 0, "doc": doc, "doc_hash": doc_hash(doc), "resps": [["first", "second"]], "filter": "none"}
+    lm = SampleFileLM([row], str(tmp_path / "lm_eval_samples_mmlu_anatomy.jsonl"))
+    request = _request("mmlu_anatomy", doc, repeats=2)
+    assert lm.generate_until([request, request]) == ["first", "second"]  # lm-eval lists a repeated request k times
+    with pytest.raises(UserError, match="samples of lm-eval task mmlu_anatomy, not of mmlu_astronomy"):
+        lm.generate_until([_request("mmlu_astronomy", doc)])
+    with pytest.raises(UserError, match="doc_hash differs"):
+        lm.generate_until([_request("mmlu_anatomy", {**doc, "question": "Q: 2 + 9 ="})])
+    stock = SampleFileLM([row], str(tmp_path / "samples_arc_easy_2026-01-01T10-00-00.123456.jsonl"))
+    with pytest.raises(UserError, match="not of mmlu_anatomy"):
+        stock.generate_until([_request("mmlu_anatomy", doc)])
+
+
+def test_a_tag_of_one_task_reports_its_metrics(tmp_path: Path):
+    from spd_bench.scoring import ScoreSettings
+    from spd_bench.scoring.lmeval_tasks import LMEvalNative, SampleFileLM, doc_hash, task_manager
+    from spd_bench.tasks import native_task
+
+    folder = write_task(tmp_path / "tagged")
+    config = yaml.safe_load((folder / f"{TASK}.yaml").read_text())
+    (folder / f"{TASK}.yaml").write_text(yaml.safe_dump({**config, "tag": "spdb_tag"}))
+    spec = native_task("lm_eval:spdb_tag")
+    spec = replace(spec, options={**spec.options, "include_path": [str(folder)], "limit": 2})
+
+    leaf = task_manager((str(folder),)).load([TASK])["tasks"][TASK]
+    rows = [{"doc_id": i, "doc": d, "doc_hash": doc_hash(d), "resps": [[[0.0, "True"]], [[-5.0, "False"]]]}
+            for i, d in enumerate(list(leaf.eval_docs)[:2])]  # a model that always picks the first choice
+    output = LMEvalNative().score_lm(SampleFileLM(rows, "answers.jsonl"), spec, ScoreSettings(work_dir=tmp_path / "scratch"))
+    # labels are a % 2 for a = 1, 2: the first choice is right for the second document only
+    assert output.primary_metric == f"{TASK}:acc" and output.metrics[f"{TASK}:acc"] == pytest.approx(0.5)
+    assert output.higher_is_better is True
+    results = json.loads(output.files["lm_eval_results.json"])
+    assert (results["config"]["random_seed"], results["config"]["numpy_seed"], results["config"]["fewshot_seed"]) == (0, 1234, 1234)
+    assert output.native["lm_eval_generation_kwargs"] == {TASK: None}  # scored by log-likelihood
+
+
+def _unsafe_task(folder: Path, **extra: Any) -> Path:
+    write_task(folder)
+    config = yaml.safe_load((folder / f"{TASK}.yaml").read_text())
+    (folder / f"{TASK}.yaml").write_text(yaml.safe_dump({**config, **extra}))
+    return folder
+
+
+def test_lm_eval_tasks_that_run_code_are_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture):
+    folder = _unsafe_task(tmp_path / "unsafe", unsafe_code=True)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    code = cli.main(["run", "--model", "tiny-llama", "--methods", "base", "--tasks", f"lm_eval:{TASK}",
+                     "--include-path", str(folder), "--output", str(out), "--cache-dir", str(cache)])
+    err = capsys.readouterr().err
+    assert code == 2 and "sandboxed tasks instead (--tasks humaneval or mbpp)" in " ".join(err.split()), err
+    assert not out.exists() and not cache.exists()
+
+
+def test_what_only_lm_evals_hf_model_serves_is_refused_on_other_backends(tmp_path: Path):
+    from spd_bench.errors import UserError
+    from spd_bench.scoring.lmeval_tasks import check_servable
+    from spd_bench.tasks import native_task
+
+    spec = native_task(f"lm_eval:{TASK}")
+    plain = replace(spec, options={**spec.options, "include_path": [str(write_task(tmp_path / "plain"))]})
+    check_servable(plain, "vllm")
+    check_servable(replace(plain, options={**plain.options, "apply_chat_template": True}), "hf")
+    with pytest.raises(UserError, match="apply_chat_template needs lm-eval's hf model"):
+        check_servable(replace(plain, options={**plain.options, "apply_chat_template": True}), "vllm")
+    rolling = _unsafe_task(tmp_path / "rolling", output_type="loglikelihood_rolling", doc_to_target="{{question}}",
+                           doc_to_text="", metric_list=[{"metric": "word_perplexity"}])
+    rolling_spec = replace(spec, options={**spec.options, "include_path": [str(rolling)]})
+    check_servable(rolling_spec, "hf")
+    with pytest.raises(UserError, match="rolling log-likelihoods, which the vllm backend does not compute"):
+        check_servable(rolling_spec, "vllm")
+
+
+def test_one_count_for_every_task_leaves_an_explicit_zero(tmp_path: Path):
+    from spd_bench.config import RunConfig
+    from spd_bench.engine.plan import _lm_eval_settings
+
+    config = RunConfig(model="tiny-llama", methods=["base"], tasks=["mmlu", "gsm8k"], output_dir=str(tmp_path / "o"),
+                       cache_dir=str(tmp_path / "c"))
+    config.lm_eval.num_fewshot = 2
+    tasks = _lm_eval_settings(config, {name: get_task(name) for name in ("mmlu", "gsm8k")})
+    assert (tasks["mmlu"].num_fewshot, tasks["gsm8k"].num_fewshot) == (0, 2)
+    config.lm_eval.num_fewshot = {"mmlu": 2}
+    assert _lm_eval_settings(config, {"mmlu": get_task("mmlu")})["mmlu"].num_fewshot == 2

@@ -213,3 +213,24 @@ def test_a_run_keeps_evalplus_files_and_says_which_tests_ran(tmp_path: Path) -> 
     _, record = found["base"]
     assert set(record["metrics"]) == {"pass@1"}
     assert record["native"]["tests"] == "base tests only (HumanEval+ not reachable: --data humaneval names a file without plus_input)"
+
+
+def test_few_shot_mbpp_tests_the_bare_prompts_program(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from spd_bench.scoring import ScoreSettings
+    from spd_bench.scoring.evalplus_scorer import EvalPlusScorer, solution_code
+    from spd_bench.tasks import add_fewshot
+
+    spec = replace(get_task("mbpp"), num_fewshot=3, prompt_format="plain")
+    items = [{**p, "id": p["task_id"], "answer": p["canonical_solution"], "label": None} for p in PLUS_PROBLEMS]
+    pool = [{"id": f"train/{i}", "prompt": f"def example_{i}(x):\n", "answer": f"    return x * {i}\n"} for i in range(5)]
+    shot = add_fewshot(spec, items, pool, 3)
+    assert "def example_" in shot[0]["prompt"]  # the model reads the examples first
+    code, _ = solution_code(shot[0], "    return a + b\n", "plain")
+    assert "example_" not in code and code == ADD["prompt"] + "    return a + b\n"
+    responses = {item["id"]: [item["canonical_solution"]] for item in shot}
+    output = EvalPlusScorer().score_responses(spec, shot, responses,
+                                              ScoreSettings(allow_code_execution=True, work_dir=tmp_path / "scratch"))
+    assert output.metrics["pass@1"] == 1.0 and output.metrics["pass@1_plus"] == 1.0
+    assert "example_" not in output.files["evalplus_samples.jsonl"] + output.files["evalplus_eval_results.json"]

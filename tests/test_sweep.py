@@ -14,10 +14,12 @@ import pytest
 from conftest import ARITH_PLUGIN, REPO, spd_bench_cmd
 from helpers import ensure_arith_plugin
 from spd_bench.config import load_yaml
+from spd_bench.errors import UserError
 from spd_bench.leaderboard.ablation import AblationCell, AblationRow, Delta, _domain_means, _sections, build_ablation
 from spd_bench.leaderboard.stats import CellStats
 from spd_bench.leaderboard.table import Column
-from spd_bench.sweep import SweepSpec, _overrides, combine, plan_sweep, spec_from_yaml, split_sets
+from spd_bench import cli, sweep as sweep_module
+from spd_bench.sweep import SweepSpec, _overrides, combine, manifest, plan_sweep, spec_from_yaml, split_sets
 
 SMALL = ["--model", "tiny-llama", "--tasks", "arith", "--seeds", "1,2", "--limit", "4", "--n-train", "8",
          "--set", "train.epochs=1"]
@@ -227,3 +229,71 @@ def test_a_config_files_sweep_is_named_after_the_file_and_served_from_the_shared
     for setting in ("spd.loss_on=all", "spd.loss_on=completion"):
         record = _record(sweep / setting, "spd-seed1.json")
         assert all(record["provenance"]["stage_cached"].values())  # every stage from the first sweep's cache
+
+
+@pytest.mark.slow
+def test_a_sweeps_corpus_diagnostics_compare_with_the_reference_raw_sd_as_a_plain_run_does(swept: Path, tmp_path: Path):
+    """raw_sd runs once in reference/, yet every setting's spd corpus is compared with its samples."""
+    out = tmp_path / "results"
+    run = subprocess.run(spd_bench_cmd("--plugin", str(ARITH_PLUGIN), "--quiet", "run", "--methods", "raw_sd,spd",
+                                       *SMALL, "--set", "method_options.spd.n_calibration=4", "--output", str(out),
+                                       "--cache-dir", str(swept.parent / "cache"), "--no-leaderboard"),
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for seed in (1, 2):
+        plain = _record(out, f"spd-seed{seed}.json")["diagnostics"]["corpus"]["identical_to_raw_sd"]
+        assert plain is not None
+        for setting in ("spd.loss_on=all", "spd.loss_on=completion"):
+            record = _record(swept / "sweeps/loss" / setting, f"spd-seed{seed}.json")
+            assert record["diagnostics"]["corpus"]["identical_to_raw_sd"] == plain
+
+
+def test_sweep_takes_a_bracketed_axis_with_include_path_and_prints_each_plan_note_once(
+        tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """The axes are split off before the plain --set items are read; the planned sweep is captured, not run."""
+    ensure_arith_plugin()
+    planned = []
+
+    def capture(sweep, run_setting, command):
+        planned.append(sweep)
+        return []
+
+    monkeypatch.setattr(sweep_module, "run_sweep", capture)
+    include = tmp_path / "lm_eval_tasks"
+    include.mkdir()
+    code = cli.main(["sweep", "--methods", "spd", "--model", "tiny-llama", "--tasks",
+                     "arith", "--seeds", "1", "--set", "method_options.spd.n_calibration=4", "--set",
+                     "method_options.spd_random.n_calibration=4", "--set", "method_options.spd.layers=[0,1],[1]",
+                     "--include-path", str(include), "--output", str(tmp_path / "results"), "--cache-dir",
+                     str(model_cache), "--no-leaderboard"])
+    assert code == 0
+    (sweep,) = planned
+    assert sweep.spec.axes == {"method_options.spd.layers": [[0, 1], [1]]}
+    assert [s.overrides for s in sweep.settings] == [{"method_options.spd.layers": [0, 1]},
+                                                     {"method_options.spd.layers": [1]}]
+    assert all(str(include) in s.config.lm_eval.include_path for s in sweep.settings)
+    out = capsys.readouterr().out
+    notes = {note for s in [sweep.reference, *sweep.settings] for note in s.plan.notes}
+    assert notes and all(out.count(f"note: {note}") == 1 for note in notes)
+
+
+def test_axis_values_take_their_fields_type_before_labels_manifest_and_order(tmp_path: Path, model_cache: Path):
+    """YAML reads 1e-4 as a string; the sweep reads it as train.lr's float, so 1e-4 and 0.0001 are one value."""
+    ensure_arith_plugin()
+    flags = {"model": "tiny-llama", "tasks": ["arith"], "seeds": [1], "methods": ["spd"],
+             "output_dir": str(tmp_path / "results"), "cache_dir": str(model_cache)}
+    data = {"method_options": {"spd": {"n_calibration": 4}, "spd_random": {"n_calibration": 4}}}
+    _plain, axes = split_sets(["train.lr=1e-4,1e-3,0.0001", "method_options.spd.rank_fraction=0.25,5e-1"])
+    assert axes["train.lr"] == ["1e-4", "1e-3", 0.0001]  # as YAML reads them
+    sweep = plan_sweep(data, flags, SweepSpec(axes), "lr")
+    expected = {"train.lr": [0.0001, 0.001], "method_options.spd.rank_fraction": [0.25, 0.5]}
+    assert sweep.spec.axes == expected
+    assert all(isinstance(v, float) for values in sweep.spec.axes.values() for v in values)
+    assert [s.label for s in sweep.settings] == ["train.lr=0.0001,spd.rank_fraction=0.25",
+                                                 "train.lr=0.0001,spd.rank_fraction=0.5",
+                                                 "train.lr=0.001,spd.rank_fraction=0.25",
+                                                 "train.lr=0.001,spd.rank_fraction=0.5"]
+    assert [s.config.train.lr for s in sweep.settings] == [0.0001, 0.0001, 0.001, 0.001]
+    assert manifest(sweep, None)["values"] == expected
+    with pytest.raises(UserError, match="train.lr: expected a number"):
+        plan_sweep(data, flags, SweepSpec({"train.lr": ["1e-4", "fast"]}), "lr")

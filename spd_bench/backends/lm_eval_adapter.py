@@ -62,4 +62,5 @@ class BackendLM(LM):
         return [(result.logprob, result.is_greedy) for result in results]
 
     def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
-        raise NotImplementedError("BackendLM scores continuations only; no spd-bench task asks for rolling likelihoods")
+        raise NotImplementedError("BackendLM scores continuations only; lm-eval tasks of output type"
+                                  " loglikelihood_rolling need the hf backend (lm-eval's own HF model)")

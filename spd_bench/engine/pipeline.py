@@ -33,8 +33,10 @@ if TYPE_CHECKING:
     from spd_bench.scoring import ScoreSettings
     from spd_bench.tasks import LoadedData, SourceSpec, TaskSpec
 
-# score 2: the trusted code verdict; train 2: TRL's SFTTrainer instead of a hand-written loop
-STAGE_VERSIONS = {"prepare": 1, "sample": 1, "curate": 1, "train": 2, "score": 2}
+# score 2: the trusted code verdict; score 3: the scoring library's own files kept, math-verify and
+# few-shot settings (bump it whenever a scorer's answer extraction or metrics change: they are not in
+# the key); train 2: TRL's SFTTrainer instead of a hand-written loop
+STAGE_VERSIONS = {"prepare": 1, "sample": 1, "curate": 1, "train": 2, "score": 3}
 _TRAIN_NOT_KEYED = frozenset({"save_steps", "report_to"})  # how a fine-tune is checkpointed and watched, not what it computes
 STAGES = tuple(STAGE_VERSIONS)
 REFERENCE_METHOD = "raw_sd"  # the corpus every trained method's is compared with (Pipeline.diagnose)
@@ -108,15 +110,19 @@ def cell_label(cell: Cell) -> str:
 
 class Pipeline:
     def __init__(self, config: RunConfig, plan: Plan, store: ArtifactStore, reporter: Reporter | None = None,
-                 executor_info: dict[str, Any] | None = None, command: str | None = None) -> None:
+                 executor_info: dict[str, Any] | None = None, command: str | None = None,
+                 reference_corpus: bool = False) -> None:
         """``executor_info``: where the cells run (executors.py; provenance only, never in a key or a
-        metric); ``command``: the command the records keep (default: this process's command line)."""
+        metric); ``command``: the command the records keep (default: this process's command line);
+        ``reference_corpus``: compare corpora with raw_sd's even when raw_sd is not among the plan's
+        methods (a sweep runs it once, in its reference folder), its sample stage built or reused here."""
         self.config = config
         self.plan = plan
         self.store = store
         self.reporter = reporter or Reporter()
         self.executor_info = executor_info
         self.command = command
+        self.reference_corpus = reference_corpus
         self.output = Path(config.output_dir)
         self.inputs = RunInputs(config, plan, lambda: self._model[0])
         self._backend: Backend | None = None
@@ -244,7 +250,7 @@ class Pipeline:
             if handle == BASE:
                 for cell in references:
                     self.reference_samples[(cell.source, cell.seed)] = self.sample(
-                        cell, self.plan.methods[REFERENCE_METHOD], self._context(cell, None), None, cell_label(cell))
+                        cell, self._reference_method, self._context(cell, None), None, cell_label(cell))
                 for i, cell in untrained:
                     for task_name, _domain in cell.tasks:
                         scores[(i, task_name)] = self.score(task_name, self.plan.methods[cell.method], UNTRAINED,
@@ -255,13 +261,25 @@ class Pipeline:
         """raw_sd's cells whose corpus the diagnostics of this process's cells compare with but that
         another process runs (``--shard``, Ray tasks): their sample stage is built here too, once
         through the store (the other process reuses it), so a diagnostic never depends on which
-        process ran first. None when raw_sd is not one of the run's methods."""
-        if REFERENCE_METHOD not in self.plan.methods:
+        process ran first. None when raw_sd is neither one of the run's methods nor ``reference_corpus``."""
+        if self._reference_method is None:
             return []
         present = {(cell.source, cell.seed) for _i, cell in trained_cells if cell.method == REFERENCE_METHOD}
         wanted = dict.fromkeys((cell.source, cell.seed) for _i, cell in trained_cells if cell.method != REFERENCE_METHOD)
         return [Cell(method=REFERENCE_METHOD, source=source, seed=seed) for source, seed in wanted
                 if (source, seed) not in present]
+
+    @cached_property
+    def _reference_method(self) -> Method | None:
+        """raw_sd as the run's plan builds it, or (``reference_corpus``) as make_plan would: same options,
+        so its sample stage's key is the one raw_sd's own cell computes."""
+        if REFERENCE_METHOD in self.plan.methods:
+            return self.plan.methods[REFERENCE_METHOD]
+        if not self.reference_corpus:
+            return None
+        from spd_bench.method import make_method
+
+        return make_method(REFERENCE_METHOD, self.config.method_options.get(REFERENCE_METHOD))
 
     def train_cell(self, cell: Cell, method: Method, ctx: MethodContext, prepared: Artifact | None,
                    samples: Artifact) -> Trained:
@@ -347,6 +365,7 @@ class Pipeline:
             dtype=self.config.dtype if self._backend is None else self._backend.dtype,
             stage_keys=stage_keys, stage_log=self.stage_log, data_details=summary["data_details"],
             engine=self.plan.engine_settings, executor=self.executor_info, command=self.command,
+            cell=cell_label(cell),
         )
         record = build_record(config=self.config, cell=cell, method=method, task_name=task_name, task=self.plan.tasks[task_name],
                               domain=domain, score=summary, budget=trained.budget, training=trained.training,
@@ -443,7 +462,10 @@ class Pipeline:
             "metrics": output.metrics, "primary_metric": output.primary_metric,
             "higher_is_better": output.higher_is_better, "native": output.native,
             "data_layer": data.layer, "data_details": data.details, "n_items": len(data.items),
-            "settings": settings_cfg, "files": sorted(output.files),
+            # lm-eval's own tasks decode as their configs say, not with the run's evaluation temperature
+            "settings": ({"lm_eval_generation_kwargs": output.native["lm_eval_generation_kwargs"]}
+                         if task.kind == "lm_eval" else settings_cfg),
+            "files": sorted(output.files),
         })
         return {"task": task_name, "metrics": output.metrics}
 

@@ -102,7 +102,13 @@ def make_plan(config: RunConfig) -> Plan:
              for name, spec in tasks.items()}
     notes = _check_model(config, info, methods)
     backend = choose_backend(config, info, methods, notes)
-    if config.lm_eval.batch_size == "auto" and backend != "hf" and any(s.kind == "lm_eval" for s in tasks.values()):
+    native = [spec for spec in tasks.values() if spec.kind == "lm_eval"]
+    if native:
+        from spd_bench.scoring.lmeval_tasks import LM_EVAL_MODEL_BACKENDS, check_servable
+
+        for spec in native if backend not in LM_EVAL_MODEL_BACKENDS else ():
+            check_servable(spec, backend)
+    if config.lm_eval.batch_size == "auto" and backend != "hf" and native:
         notes.append(f"lm_eval.batch_size auto needs lm-eval's hf model; the {backend} backend scores lm-eval tasks"
                      f" in batches of eval_batch_size = {config.eval_batch_size}")
     cells: list[Cell] = []
@@ -139,8 +145,8 @@ def _lm_eval_settings(config: RunConfig, tasks: dict[str, TaskSpec]) -> dict[str
     for name, spec in tasks.items():
         per_task = isinstance(section.num_fewshot, dict)
         wanted = section.num_fewshot.get(name) if per_task else section.num_fewshot
-        if not per_task and name not in native and spec.fewshot_source is None:
-            wanted = None  # one count for every task: tasks without examples to draw from stay zero-shot
+        if not per_task and name not in native and (spec.fewshot_source is None or spec.num_fewshot == 0):
+            wanted = None  # one count for every task, lm-eval's rule: an explicit 0 (or no examples to draw from) stays 0
         if name in native:
             source = section.training_source.get(name)
             if source is not None:
@@ -158,6 +164,10 @@ def _lm_eval_settings(config: RunConfig, tasks: dict[str, TaskSpec]) -> dict[str
             spec = replace(spec, num_fewshot=wanted)
         if spec.num_fewshot and spec.fewshot_source:
             get_source(spec.fewshot_source)
+        if name in native:
+            from spd_bench.scoring.lmeval_tasks import check_servable
+
+            check_servable(spec)  # what no backend may run; what a backend cannot serve, once it is chosen
         result[name] = spec
     return result
 

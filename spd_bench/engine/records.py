@@ -58,11 +58,19 @@ def command_line() -> str | None:
 
 def provenance(model_key: str, device: str, dtype: str, stage_keys: dict[str, str | None],
                stage_log: list[dict[str, Any]], data_details: dict[str, Any], engine: dict[str, Any],
-               executor: dict[str, Any] | None = None, command: str | None = None) -> dict[str, Any]:
+               executor: dict[str, Any] | None = None, command: str | None = None,
+               cell: str | None = None) -> dict[str, Any]:
     """Where a record came from: software, model identity, device, inference engine, the executor
     that ran it (local or Ray: tasks, workers, devices; see engine/executors.py), each of its
-    stages' key, time and cache use, and the command (``command``, else this process's)."""
-    mine = [entry for entry in stage_log if entry["key"] in stage_keys.values()]
+    stages' key, time and cache use (``cell``'s own log entry where several cells used one stage),
+    and the command (``command``, else this process's)."""
+    def own(entry: dict[str, Any]) -> bool:  # a stage several cells share is timed for the cell that built it
+        return cell is not None and (entry["cell"] == cell or entry["cell"].startswith(f"{cell} -> "))
+
+    chosen: dict[str, dict[str, Any]] = {}
+    for entry in sorted((e for e in stage_log if e["key"] in stage_keys.values()), key=lambda e: not own(e)):
+        chosen.setdefault(entry["stage"], entry)
+    mine = list(chosen.values())
     return {
         "versions": dict(software_versions()), "git_commit": git_commit(), "model_key": model_key,
         "device": device, "dtype": dtype, "engine": engine, "platform": platform.platform(), "stage_keys": stage_keys,

@@ -19,8 +19,9 @@ import numpy as np
 
 from spd_bench.errors import UserError
 from spd_bench.leaderboard.collect import SWEEPS_DIR, StoredRecord, load_stored
-from spd_bench.leaderboard.compare import Comparison, bootstrap_differences, paired_differences, summarise
-from spd_bench.leaderboard.stats import CellStats, describe, item_matrix, seed_average
+from spd_bench.leaderboard.compare import Comparison, bootstrap_differences, paired_differences, seed_scores, summarise
+from spd_bench.leaderboard.display import flatten
+from spd_bench.leaderboard.stats import CellStats, describe, seed_average
 from spd_bench.leaderboard.table import DOMAIN_TITLES, Column
 from spd_bench.results import record_files
 
@@ -131,18 +132,11 @@ def _describe(records: list[StoredRecord], key: str) -> CellStats:
     return describe(values, seed_average([s.item_scores() for s in records]), key)
 
 
-def _seed_scores(records: list[StoredRecord]) -> dict[int | None, np.ndarray] | None:
-    matrix = item_matrix([s.item_scores() for s in records])
-    seeds = [s.record.seed for s in records]
-    if matrix is None or len(set(seeds)) < len(seeds):
-        return None
-    return dict(zip(seeds, matrix, strict=True))
-
-
 def _delta(records: list[StoredRecord], reference: list[StoredRecord], stats: CellStats, key: str) -> Delta | None:
     if not reference:
         return None
-    ours, theirs = _seed_scores(records), _seed_scores(reference)
+    metric = records[0].record.primary_metric  # raw_sd's records pair only when they score the same metric
+    ours, theirs = seed_scores(records, metric), seed_scores(reference, metric)
     pair = paired_differences(ours, theirs) if ours is not None and theirs is not None else None
     if pair is None:
         mean = float(np.mean([s.record.metrics[s.record.primary_metric] for s in reference]))
@@ -154,7 +148,8 @@ def _delta(records: list[StoredRecord], reference: list[StoredRecord], stats: Ce
 
 
 def _by_column(records: list[StoredRecord]) -> dict[tuple[str, str, str], list[StoredRecord]]:
-    """(method, task, domain) -> records; the base model's single record counts in every domain of its task."""
+    """(method, task, domain) -> records of one setting (or of the references); the base model's are not
+    compared, so unlike the main board's columns (compare.py) its record stays in its own domain."""
     grouped: dict[tuple[str, str, str], list[StoredRecord]] = {}
     for s in records:
         grouped.setdefault((s.record.method, s.record.task, s.record.domain), []).append(s)
@@ -182,15 +177,6 @@ def _record_values(record: StoredRecord, axes: list[str]) -> dict[str, Any]:
     return {axis: axis_value(record.record.config, options, axis) for axis in axes}
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, str]:
-    if not isinstance(data, dict):
-        return {prefix.rstrip("."): value_text(data)}
-    flat: dict[str, str] = {}
-    for key, value in data.items():
-        flat.update(_flatten(value, f"{prefix}{key}."))
-    return flat
-
-
 def _infer_axes(settings: dict[str, list[StoredRecord]], swept: list[str]) -> list[str]:
     """Without a manifest: the config fields (and swept methods' options) whose values differ between settings."""
     seen: dict[str, set[str]] = {}
@@ -199,10 +185,9 @@ def _infer_axes(settings: dict[str, list[StoredRecord]], swept: list[str]) -> li
             if s.record.method not in swept:
                 continue
             config = {k: v for k, v in s.record.config.items() if k not in _NOT_AXES and k != "method_options"}
-            flat = _flatten(config)
-            flat.update(_flatten(s.record.method_info.get("options", {}), f"method_options.{s.record.method}."))
-            for name, text in flat.items():
-                seen.setdefault(name, set()).add(text)
+            options = s.record.method_info.get("options", {})
+            for name, value in flatten(config) + flatten(options, f"method_options.{s.record.method}"):
+                seen.setdefault(name, set()).add(value_text(value))
     return sorted(name for name, texts in seen.items() if len(texts) > 1)
 
 

@@ -21,8 +21,8 @@ from spd_bench.leaderboard.ablation import (
     sweep_folders,
     value_text,
 )
-from spd_bench.leaderboard.display import MISSING, _decimals, number
-from spd_bench.leaderboard.formats import CSV_DECIMALS, tex_escape
+from spd_bench.leaderboard.display import MISSING, _decimals, number, rounded
+from spd_bench.leaderboard.formats import tex_text
 from spd_bench.leaderboard.stats import CellStats
 from spd_bench.leaderboard.table import Column
 from spd_bench.store import atomic_write_bytes
@@ -97,10 +97,6 @@ def render_markdown(ablation: Ablation) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _rounded(x: float | None, scale: float = 1.0) -> float | None:
-    return None if x is None else round(x * scale, CSV_DECIMALS) + 0.0
-
-
 def render_csv(ablation: Ablation) -> str:
     """Tidy: one row per (section, setting or reference, method, column), in display units."""
     import pandas as pd
@@ -117,14 +113,14 @@ def render_csv(ablation: Ablation) -> str:
             **{axis_label(a): values.get(a, "") for a in axes},
             "task": column.task, "domain": column.domain, "metric": column.metric,
             "unit": "points" if column.higher_is_better else "metric",
-            "mean": _rounded(stats.mean, column.scale), "ci_low": _rounded(stats.interval.low, column.scale)
-            if stats.interval else None, "ci_high": _rounded(stats.interval.high, column.scale) if stats.interval else None,
+            "mean": rounded(stats.mean, column.scale), "ci_low": rounded(stats.interval.low, column.scale)
+            if stats.interval else None, "ci_high": rounded(stats.interval.high, column.scale) if stats.interval else None,
             "ci_method": stats.interval.method if stats.interval else None, "n_seeds": stats.n_seeds,
             "seeds": ";".join(map(str, cell.seeds)) if cell else "",
-            f"delta_vs_{VERSUS}": _rounded(delta.value, column.scale) if delta else None,
-            "delta_ci_low": _rounded(delta.interval.low, column.scale) if delta and delta.interval else None,
-            "delta_ci_high": _rounded(delta.interval.high, column.scale) if delta and delta.interval else None,
-            "delta_p": _rounded(paired.p_value) if paired else None,
+            f"delta_vs_{VERSUS}": rounded(delta.value, column.scale) if delta else None,
+            "delta_ci_low": rounded(delta.interval.low, column.scale) if delta and delta.interval else None,
+            "delta_ci_high": rounded(delta.interval.high, column.scale) if delta and delta.interval else None,
+            "delta_p": rounded(paired.p_value) if paired else None,
         }
 
     for section in ablation.sections:
@@ -143,10 +139,6 @@ def render_csv(ablation: Ablation) -> str:
     return pd.DataFrame.from_records(records).to_csv(index=False, lineterminator="\n")
 
 
-def _tex(text: str) -> str:
-    return tex_escape(text).replace("Δ", r"$\Delta$")
-
-
 def render_latex(ablation: Ablation) -> str:
     """Tables for ``\\input`` in a paper; they need ``\\usepackage{booktabs}``."""
     lines = ["% Ablation tables built by spd-bench from a sweep's stored result records; needs \\usepackage{booktabs}."]
@@ -156,11 +148,11 @@ def render_latex(ablation: Ablation) -> str:
                 continue
             header, *body = _table_rows(ablation, section, method)
             lines += [r"\begin{table}[t]", r"\centering", r"\scriptsize",
-                      rf"\caption{{{_tex(_title(ablation, section, method))}}}",
+                      rf"\caption{{{tex_text(_title(ablation, section, method))}}}",
                       r"\begin{tabular}{" + "l" * len(section.axes) + "r" * (len(header) - len(section.axes)) + "}",
-                      r"\toprule", " & ".join(_tex(h) for h in header) + r" \\", r"\midrule"]
-            lines += [" & ".join(_tex(c) for c in cells) + r" \\" for cells in body]
-            lines += [r"\bottomrule", r"\end{tabular}", "", r"\smallskip", _tex(reading(ablation)) + r"\par",
+                      r"\toprule", " & ".join(tex_text(h) for h in header) + r" \\", r"\midrule"]
+            lines += [" & ".join(tex_text(c) for c in cells) + r" \\" for cells in body]
+            lines += [r"\bottomrule", r"\end{tabular}", "", r"\smallskip", tex_text(reading(ablation)) + r"\par",
                       r"\end{table}", ""]
     return "\n".join(lines)
 

@@ -170,7 +170,7 @@ def summarise(method: str, reference: str, seeds: tuple[int, ...], diff: np.ndar
 # Tables ---------------------------------------------------------------------------------------
 
 
-def _seed_scores(records: list[StoredRecord], metric: str) -> SeedScores | None:
+def seed_scores(records: list[StoredRecord], metric: str) -> SeedScores | None:
     """One method's per-item scores on a column, by seed; None unless every record has them for ``metric``.
 
     Samples files hold the primary metric's per-item scores, so another metric has none. Two
@@ -196,12 +196,12 @@ def _column_comparisons(
     model: str, reference: str, rows: list[Row], column: Column, records: list[StoredRecord]
 ) -> dict[tuple[str, str, str], Comparison]:
     by_method = _column_records(records, column)
-    reference_scores = _seed_scores(by_method.get(reference, []), column.metric)
+    reference_scores = seed_scores(by_method.get(reference, []), column.metric)
     if reference_scores is None:
         return {}
     paired: dict[str, tuple[tuple[int, ...], np.ndarray]] = {}
     for row in rows:
-        scores = _seed_scores(by_method.get(row.method, []), column.metric)
+        scores = seed_scores(by_method.get(row.method, []), column.metric)
         pair = paired_differences(scores, reference_scores) if scores is not None else None
         if pair is not None:
             paired[row.method] = pair

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from spd_bench.leaderboard.collect import StoredRecord
+from spd_bench.leaderboard.display import MISSING, number
 
 SECTION_TITLE = "Training-corpus and subspace diagnostics"
 DIAGNOSTICS_CSV = "leaderboard_diagnostics.csv"  # beside leaderboard.csv: the numbers of these tables
-MISSING = "—"
 NOT_COMPUTED = "n/c"  # the diagnostic says why in the record (e.g. code needs execution)
 READING = (
     "How to read: mean over seeds ± sd, from each method's generated training corpus (before curation) and,"
@@ -91,8 +91,9 @@ def lookup(diagnostics: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 def shown(measure: Measure, value: float) -> str:
     """One number as the tables show it."""
-    scaled = value * measure.scale
-    return f"{scaled:.{measure.decimals}e}" if measure.scientific else f"{round(scaled, measure.decimals) + 0.0:.{measure.decimals}f}"
+    if measure.scientific:
+        return f"{value * measure.scale:.{measure.decimals}e}"
+    return number(value, measure.scale, measure.decimals)
 
 
 def _cell(measure: Measure, values: list[Any]) -> str:

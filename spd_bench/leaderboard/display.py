@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from spd_bench.leaderboard.stats import CellStats
 from spd_bench.leaderboard.table import DOMAIN_TITLES, Column, ModelTable, Row
 
 MISSING = "—"
+CSV_DECIMALS = 4  # the tidy CSVs' numbers: more decimals than the tables show
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,19 @@ def _decimals(higher_is_better: bool) -> int:
 def number(x: float, scale: float, decimals: int, signed: bool = False) -> str:
     value = round(x * scale, decimals) + 0.0  # + 0.0 turns -0.0 into 0.0
     return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
+
+
+def rounded(x: float | None, scale: float = 1.0) -> float | None:
+    """A number as the tidy CSVs hold it: in display units, ``CSV_DECIMALS`` decimals, never -0.0."""
+    return None if x is None else round(x * scale, CSV_DECIMALS) + 0.0
+
+
+def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested mapping's leaves as (dotted key, value) pairs (an empty mapping is a leaf), so nested
+    settings and diagnostics can be listed and compared field by field."""
+    if isinstance(value, dict) and value:
+        return [pair for key, item in value.items() for pair in flatten(item, f"{prefix}.{key}" if prefix else str(key))]
+    return [(prefix, value)]
 
 
 def cell_text(table: ModelTable, row: Row, column: Column) -> CellText | None:

@@ -26,11 +26,10 @@ from spd_bench.leaderboard.compare import (
 from spd_bench.leaderboard.diagnostics import DIAGNOSTICS_CSV, READING, DiagnosticsTable
 from spd_bench.leaderboard.diagnostics import SECTION_TITLE as DIAGNOSTICS_TITLE
 from spd_bench.leaderboard.diagnostics import render_csv as render_diagnostics_csv
-from spd_bench.leaderboard.display import MISSING, CellText, cell_text, summary_header, summary_text
+from spd_bench.leaderboard.display import MISSING, CellText, cell_text, rounded, summary_header, summary_text
 from spd_bench.leaderboard.table import DOMAIN_TITLES, Leaderboard, ModelTable
 from spd_bench.store import atomic_write_bytes
 
-CSV_DECIMALS = 4
 COMPARISONS_CSV = "leaderboard_vs_raw_sd.csv"  # beside leaderboard.csv: every paired comparison
 
 
@@ -105,10 +104,6 @@ def render_markdown(board: Leaderboard) -> str:
 # CSV ------------------------------------------------------------------------------------------
 
 
-def _rounded(x: float | None, scale: float = 1.0) -> float | None:
-    return None if x is None else round(x * scale, CSV_DECIMALS) + 0.0
-
-
 def render_csv(board: Leaderboard) -> str:
     """Tidy: one row per (model, method, task, domain, metric), in display units."""
     import pandas as pd
@@ -130,17 +125,17 @@ def render_csv(board: Leaderboard) -> str:
                     "shown": (cell.task, cell.domain, cell.metric) in shown,
                     "higher_is_better": cell.higher_is_better,
                     "unit": "points" if cell.higher_is_better else "metric",
-                    "mean": _rounded(s.mean, scale),
-                    "sd": _rounded(s.sd, scale),
+                    "mean": rounded(s.mean, scale),
+                    "sd": rounded(s.sd, scale),
                     "n_seeds": s.n_seeds,
                     "seeds": ";".join(str(x) for x in cell.seeds),
-                    "ci_low": _rounded(s.interval.low, scale) if s.interval else None,
-                    "ci_high": _rounded(s.interval.high, scale) if s.interval else None,
+                    "ci_low": rounded(s.interval.low, scale) if s.interval else None,
+                    "ci_high": rounded(s.interval.high, scale) if s.interval else None,
                     "ci_method": s.interval.method if s.interval else None,
-                    "delta": _rounded(s.delta, scale),
-                    "delta_rel": _rounded(s.delta_rel),
-                    "delta_ci_low": _rounded(s.delta_interval.low, scale) if s.delta_interval else None,
-                    "delta_ci_high": _rounded(s.delta_interval.high, scale) if s.delta_interval else None,
+                    "delta": rounded(s.delta, scale),
+                    "delta_rel": rounded(s.delta_rel),
+                    "delta_ci_low": rounded(s.delta_interval.low, scale) if s.delta_interval else None,
+                    "delta_ci_high": rounded(s.delta_interval.high, scale) if s.delta_interval else None,
                     "best": s.best,
                     "data_layer": ";".join(cell.data_layers),
                 }
@@ -180,14 +175,14 @@ def render_comparisons_csv(board: Leaderboard) -> str:
                         "unit": "points" if column.higher_is_better else "metric",
                         "seeds": ";".join(str(x) for x in cell.seeds),
                         "n_items": cell.n_items,
-                        "difference": _rounded(cell.difference, scale),
-                        "ci_low": _rounded(cell.interval.low, scale),
-                        "ci_high": _rounded(cell.interval.high, scale),
-                        "se": _rounded(cell.se, scale),
-                        "p_value": _rounded(cell.p_value),
-                        "p_holm": _rounded(cell.p_holm),
+                        "difference": rounded(cell.difference, scale),
+                        "ci_low": rounded(cell.interval.low, scale),
+                        "ci_high": rounded(cell.interval.high, scale),
+                        "se": rounded(cell.se, scale),
+                        "p_value": rounded(cell.p_value),
+                        "p_holm": rounded(cell.p_holm),
                         "holm_family_size": len(compared.cells),
-                        "mde": _rounded(cell.mde, scale),
+                        "mde": rounded(cell.mde, scale),
                         "resamples": N_PAIRED_RESAMPLES,
                     }
                 )
@@ -308,18 +303,19 @@ def _tex_comparison(compared: ComparisonTable) -> list[str]:
     return lines
 
 
-def _tex_text(text: str) -> str:
-    return tex_escape(text).replace("±", r"$\pm$").replace("‖", r"$\|$")
+def tex_text(text: str) -> str:
+    """Table text for LaTeX: escaped, and the symbols text mode lacks set in math mode."""
+    return tex_escape(text).replace("±", r"$\pm$").replace("‖", r"$\|$").replace("Δ", r"$\Delta$")
 
 
 def _tex_diagnostics(table: DiagnosticsTable) -> list[str]:
     lines = [
         *_tex_open(f"{DIAGNOSTICS_TITLE}: {tex_escape(table.title)}", len(table.headers)),
-        " & ".join(_tex_text(h) for h in table.headers) + r" \\",
+        " & ".join(tex_text(h) for h in table.headers) + r" \\",
         r"\midrule",
     ]
-    lines += [_tex_text(row.label) + " & " + " & ".join(_tex_text(c) for c in row.cells) + r" \\" for row in table.rows]
-    return lines + [r"\bottomrule", r"\end{tabular}", "", r"\smallskip", _tex_text(READING) + r"\par", r"\end{table}"]
+    lines += [tex_text(row.label) + " & " + " & ".join(tex_text(c) for c in row.cells) + r" \\" for row in table.rows]
+    return lines + [r"\bottomrule", r"\end{tabular}", "", r"\smallskip", tex_text(READING) + r"\par", r"\end{table}"]
 
 
 def render_latex(board: Leaderboard) -> str:

@@ -88,9 +88,10 @@ def solution_code(item: dict[str, Any], completion: str, prompt_format: str) -> 
         return str(completion), False
     if prompt_format == "chat":
         return completion, True
+    prompt = item.get(PLAIN_PROMPT, item["prompt"])  # without a few-shot context's example programs
     if re.search(rf"^\s*def\s+{re.escape(item['entry_point'])}\s*\(", completion, re.MULTILINE):
-        return item["prompt"] + "\n" + completion, True
-    return item["prompt"] + completion, False
+        return prompt + "\n" + completion, True
+    return prompt + completion, False
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -308,14 +309,16 @@ def evalplus_files(
     items: list[dict[str, Any]], evaluated: dict[str, list[dict[str, Any]]], metrics: dict[str, float], date: str
 ) -> dict[str, str]:
     """EvalPlus's own files for these samples: the samples JSONL ``evalplus.evaluate`` reads
-    (``{"task_id", "solution"}``, the programs tested) and the ``eval_results.json`` it writes
-    (date, hash of the problems, per-sample statuses and failing inputs, pass@k of base and plus)."""
+    (``{"task_id", "solution"}``, the programs tested) and an ``eval_results.json`` in the layout it
+    writes (date, hash, per-sample statuses and failing inputs, pass@k of base and plus). ``hash`` is
+    spd-bench's problem-set hash (md5 of the scored problems' ids, bare prompts and inputs), not
+    EvalPlus's dataset-file hash: the problems scored may be a --limit prefix or another data layer."""
     samples = "".join(
         json.dumps({"task_id": task_id, "solution": run["solution"]}) + "\n"
         for task_id, runs in evaluated.items() for run in runs
     )
-    problems = [{"task_id": _item_id(item), **{key: item.get(key) for key in ("prompt", "base_input", "plus_input")}}
-                for item in items]
+    problems = [{"task_id": _item_id(item), "prompt": item.get(PLAIN_PROMPT, item["prompt"]),
+                 **{key: item.get(key) for key in ("base_input", "plus_input")}} for item in items]
     pass_at = {"base": {k: v for k, v in metrics.items() if not k.endswith("_plus")},
                "plus": {k.removesuffix("_plus"): v for k, v in metrics.items() if k.endswith("_plus")}}
     results = {

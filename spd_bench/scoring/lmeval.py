@@ -9,16 +9,14 @@ from a file instead of a model.
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spd_bench.config import stable_hash
 from spd_bench.errors import UserError
 from spd_bench.scoring import ScoreOutput, ScoreSettings
-from spd_bench.scoring.lmeval_tasks import lm_eval_files
+from spd_bench.scoring.lmeval_tasks import StoredAnswersLM, clean, evaluate, lm_eval_files, numbers, quiet, version
 from spd_bench.scoring.math_equivalence import math_verify
 
 if TYPE_CHECKING:
@@ -141,51 +139,17 @@ def multiple_choice_config(task: Any, docs: Path, settings: ScoreSettings) -> di
     }
 
 
-def _quiet_lm_eval() -> None:
-    """lm-eval warns that an in-memory model is not a string; that is how spd-bench calls it."""
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+# Catalogue tasks are seeded 0 throughout (their stored numbers were scored so); lm-eval's own
+# tasks keep simple_evaluate's defaults (lmeval_tasks.SEEDS).
+SEEDS = {"random_seed": 0, "numpy_seed": 0, "torch_seed": 0, "fewshot_seed": 0}
 
 
-def _evaluate(lm: Any, config: dict[str, Any]) -> dict[str, Any]:
-    """lm-eval's ``evaluate`` on one task config, seeded as ``simple_evaluate`` seeds it.
-
-    ``simple_evaluate`` would add run metadata spd-bench does not keep, at a cost paid on every
-    score: torch's environment report (subprocesses, about half a second) and a ``git
-    describe`` that prints "fatal: not a git repository" outside a checkout.
-    """
-    import random
-
-    import numpy as np
-    import torch
-    from lm_eval.evaluator import evaluate
+def _load_config(config: dict[str, Any]) -> dict[str, Any]:
+    """lm-eval's loaded task dict for one task config (no index of lm-eval's own tasks needed)."""
     from lm_eval.tasks import TaskManager
 
-    _quiet_lm_eval()
-    random.seed(0)
-    np.random.seed(0)
-    torch.manual_seed(0)
-    loaded = TaskManager(include_path=None, include_defaults=False).load([config])
-    for task in loaded["tasks"].values():
-        task.set_fewshot_seed(seed=0)
-    results = evaluate(lm=lm, task_dict=loaded, bootstrap_iters=0, log_samples=True)
-    if results is None:
-        raise RuntimeError("lm-eval returned no results")
-    return results
-
-
-def _clean(value: Any) -> Any:
-    """numpy scalars and other lm-eval values -> plain JSON values."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
-        return value.item()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if callable(value):  # a metric function in a task config: named where it lives
-        return f"{value.__module__}:{value.__qualname__}"
-    return str(value)
+    quiet()
+    return TaskManager(include_path=None, include_defaults=False).load([config])
 
 
 class _LMEvalScorer:
@@ -198,29 +162,24 @@ class _LMEvalScorer:
     def _run(self, lm: Any, task: Any, items: list[dict[str, Any]], settings: ScoreSettings) -> ScoreOutput:
         docs = _write_docs(items, settings.work_dir)
         config = self.config(task, docs, settings)
-        results = _evaluate(lm, config)
+        results = evaluate(lm, _load_config(config), SEEDS)
         name = config["task"]
-        raw = _clean(results["results"][name])
-        metrics = {
-            key.replace(",none", "").replace(",", "/"): float(value)
-            for key, value in raw.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and "_stderr" not in key
-            and key not in ("alias", "sample_len")
-        }
+        raw = clean(results["results"][name])
+        metrics = numbers(raw)
         primary = self.primary_metric(task)
         per_item = self.per_item(results["samples"][name], primary)
-        config_stored = _clean({**config, "dataset_kwargs": {"data_files": {"test": docs.name}}})
+        config_stored = clean({**config, "dataset_kwargs": {"data_files": {"test": docs.name}}})
         fewshot = {"num_fewshot": task.num_fewshot, "fewshot_source": task.fewshot_source}
         return ScoreOutput(
             metrics=metrics,
             primary_metric=primary,
             higher_is_better=True,
             per_item=per_item,
-            native={"lm_eval_results": raw, "lm_eval_task_config": config_stored, "lm_eval_version": _version(),
+            native={"lm_eval_results": raw, "lm_eval_task_config": config_stored, "lm_eval_version": version(),
                     "fewshot": fewshot},
             # the few-shot examples are part of each document's prompt, so lm-eval itself counts 0 shots
             files=lm_eval_files(results, {"model": "spd-bench", "limit": len(items), "batch_size": settings.batch_size,
-                                          "fewshot_in_prompt": fewshot}),
+                                          "fewshot_in_prompt": fewshot}, SEEDS),
         )
 
     def per_item(self, samples: list[dict[str, Any]], primary: str) -> list[dict[str, Any]]:
@@ -230,7 +189,7 @@ class _LMEvalScorer:
         self, backend: Backend, handle: Handle, task: Any, items: list[dict[str, Any]], settings: ScoreSettings
     ) -> ScoreOutput:
         """Score ``handle`` through the lm-eval model its backend provides."""
-        _quiet_lm_eval()
+        quiet()
         with backend.lm_eval_model(handle, batch_size=settings.batch_size) as lm:
             return self._run(lm, task, items, settings)
 
@@ -254,11 +213,11 @@ class LMEvalGenerate(_LMEvalScorer):
         for sample in samples:
             entry = by_doc.setdefault(
                 sample["doc_id"],
-                {"doc_id": sample["doc_id"], "id": sample["doc"].get("id"), "response": _clean(sample["resps"][0][0]), "target": sample["target"]},
+                {"doc_id": sample["doc_id"], "id": sample["doc"].get("id"), "response": clean(sample["resps"][0][0]), "target": sample["target"]},
             )
             for metric in sample["metrics"]:  # exact_match, and math_verify where the format adds it
                 entry[f"{metric}/{sample['filter']}"] = float(sample[metric])
-            entry[f"extracted/{sample['filter']}"] = _clean(sample["filtered_resps"][0])
+            entry[f"extracted/{sample['filter']}"] = clean(sample["filtered_resps"][0])
         rows = [by_doc[k] for k in sorted(by_doc)]
         for row in rows:
             row["score"] = row[primary]
@@ -289,55 +248,27 @@ class LMEvalMultipleChoice(_LMEvalScorer):
         return rows
 
 
-def _version() -> str:
-    from importlib.metadata import version
-
-    return version("lm_eval")
-
-
-@functools.cache
-def _make_replay_class() -> type:
-    from lm_eval.api.model import LM
-
-    class _ReplayLM(LM):
-        """Answers lm-eval's requests from stored responses, keyed by each document's item id.
-
-        generate_until returns the stored completion; loglikelihood gives 0 to the stored choice
-        (an option index, or its text) and -1e9 to the others, so lm-eval's own metrics apply.
-        """
-
-        def __init__(self, items: list[dict[str, Any]], responses: dict[str, list[str]]) -> None:
-            super().__init__()
-            missing = [item["id"] for item in items if item["id"] not in responses]
-            if missing:
-                raise UserError(f"no stored response for item {missing[0]!r}; the samples file must cover every item")
-            self._responses = {item["id"]: responses[item["id"]][0] for item in items}
-
-        def _lookup(self, request: Any) -> dict[str, Any]:
-            doc = request.doc
-            return {"item": doc, "response": self._responses[doc["id"]]}
-
-        def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-            return [str(self._lookup(request)["response"]) for request in requests]
-
-        def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-            results = []
-            for request in requests:
-                _context, continuation = request.args
-                entry = self._lookup(request)
-                choices = entry["item"].get("choices", [])
-                chosen = str(entry["response"]).strip()
-                chosen_text = choices[int(chosen)] if chosen.isdigit() and int(chosen) < len(choices) else chosen
-                hit = continuation.strip() == str(chosen_text).strip()
-                results.append((0.0 if hit else -1e9, hit))
-            return results
-
-        def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
-            raise UserError("stored responses cannot be scored by likelihood of a whole text")
-
-    return _ReplayLM
-
-
 def ReplayLM(items: list[dict[str, Any]], responses: dict[str, list[str]]) -> Any:
-    """Build the replay model (the class is made lazily so importing this module stays light)."""
-    return _make_replay_class()(items, responses)
+    """lm-eval's requests answered from stored responses, keyed by each document's item id.
+
+    generate_until gets the stored completion; loglikelihood gives 0 to the stored choice (an
+    option index, or its text) and -1e9 to the others, so lm-eval's own metrics apply.
+    """
+    missing = [item["id"] for item in items if item["id"] not in responses]
+    if missing:
+        raise UserError(f"no stored response for item {missing[0]!r}; the samples file must cover every item")
+    stored = {item["id"]: responses[item["id"]][0] for item in items}
+
+    def answer(request: Any, copy: int) -> Any:
+        response = stored[request.doc["id"]]
+        if request.request_type == "generate_until":
+            return response
+        if request.request_type != "loglikelihood":
+            raise UserError("stored responses cannot be scored by likelihood of a whole text")
+        choices = request.doc.get("choices", [])
+        chosen = str(response).strip()
+        chosen_text = choices[int(chosen)] if chosen.isdigit() and int(chosen) < len(choices) else chosen
+        hit = request.args[1].strip() == str(chosen_text).strip()
+        return (0.0 if hit else -1e9, hit)
+
+    return StoredAnswersLM(answer)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from spd_bench.config import stable_hash
 from spd_bench.errors import UserError
@@ -53,7 +54,7 @@ def task_manager(include_path: tuple[str, ...] = ()) -> Any:
     """lm-eval's task index with the user's folders (built once per process: it reads every YAML)."""
     from lm_eval.tasks import TaskManager
 
-    _quiet()
+    quiet()
     return TaskManager(include_path=list(include_path) or None)
 
 
@@ -91,8 +92,29 @@ def _load(task: Any) -> dict[str, Any]:
             leaf.set_config(key="num_fewshot", value=task.num_fewshot)
         elif leaf.get_config("num_fewshot") is None:
             leaf.set_config(key="num_fewshot", value=0)
-        leaf.set_fewshot_seed(seed=SEEDS["fewshot_seed"])
     return loaded
+
+
+LM_EVAL_MODEL_BACKENDS = ("hf",)  # backends whose lm-eval model is lm-eval's own (HFLM): chat templates, rolling likelihoods
+
+
+def check_servable(task: Any, backend: str | None = None) -> None:
+    """Refuse an ``lm_eval:`` task the run cannot score, before any work: tasks that run generated code
+    in this process (lm-eval's ``unsafe_code``), and once the backend is known (``backend``), on one
+    answering through ``BackendLM``, rolling log-likelihoods and chat templates (lm-eval's own HF
+    model has both)."""
+    name = task.options["lm_eval_task"]
+    own_model = backend is None or backend in LM_EVAL_MODEL_BACKENDS
+    for leaf_name, leaf in sorted(_load(task)["tasks"].items()):
+        if getattr(leaf, "UNSAFE_CODE", False):
+            raise UserError(f"lm-eval task {leaf_name} (lm_eval:{name}) runs model-written code unsandboxed; score"
+                            " code with spd-bench's sandboxed tasks instead (--tasks humaneval or mbpp)")
+        if not own_model and leaf.OUTPUT_TYPE == "loglikelihood_rolling":
+            raise UserError(f"lm-eval task {leaf_name} (lm_eval:{name}) needs rolling log-likelihoods, which the"
+                            f" {backend} backend does not compute; run it with --backend hf")
+    if not own_model and task.options.get("apply_chat_template"):
+        raise UserError(f"lm_eval.apply_chat_template needs lm-eval's hf model; the {backend} backend has no chat"
+                        " template support: use --backend hf or set lm_eval.apply_chat_template false")
 
 
 def load_docs(task: Any, limit: int | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -125,19 +147,28 @@ def loader(task: Any, ctx: Any) -> Any:
     return LoadedData(items=items, layer="lm-eval", details=details)
 
 
-def evaluate(lm: Any, loaded: dict[str, Any], *, limit: int | None = None, system_instruction: str | None = None,
-             apply_chat_template: bool = False, fewshot_as_multiturn: bool = False) -> dict[str, Any]:
-    """lm-eval's ``evaluate``, seeded as ``simple_evaluate`` seeds it by default."""
+def evaluate(lm: Any, loaded: dict[str, Any], seeds: dict[str, int], *, limit: int | None = None,
+             system_instruction: str | None = None, apply_chat_template: bool = False,
+             fewshot_as_multiturn: bool = False) -> dict[str, Any]:
+    """lm-eval's ``evaluate`` on loaded tasks, seeded as ``simple_evaluate`` seeds it with ``seeds``
+    (its four seeds by name; ``lm_eval_files`` records the same ones).
+
+    ``simple_evaluate`` itself would add run metadata spd-bench does not keep, at a cost paid on
+    every score: torch's environment report and a ``git describe`` that prints "fatal: not a git
+    repository" outside a checkout.
+    """
     import random
 
     import numpy as np
     import torch
     from lm_eval.evaluator import evaluate as lm_eval_evaluate
 
-    _quiet()
-    random.seed(SEEDS["random_seed"])
-    np.random.seed(SEEDS["numpy_seed"])
-    torch.manual_seed(SEEDS["torch_seed"])
+    quiet()
+    random.seed(seeds["random_seed"])
+    np.random.seed(seeds["numpy_seed"])
+    torch.manual_seed(seeds["torch_seed"])
+    for leaf in loaded["tasks"].values():
+        leaf.set_fewshot_seed(seed=seeds["fewshot_seed"])
     results = lm_eval_evaluate(lm=lm, task_dict=loaded, limit=limit, bootstrap_iters=0, log_samples=True,
                                system_instruction=system_instruction, apply_chat_template=apply_chat_template,
                                fewshot_as_multiturn=fewshot_as_multiturn)
@@ -146,15 +177,16 @@ def evaluate(lm: Any, loaded: dict[str, Any], *, limit: int | None = None, syste
     return results
 
 
-def lm_eval_files(results: dict[str, Any], run_config: dict[str, Any]) -> dict[str, str]:
+def lm_eval_files(results: dict[str, Any], run_config: dict[str, Any], seeds: dict[str, int]) -> dict[str, str]:
     """lm-eval's output files, as ``lm_eval --output_path --log_samples`` lays them out: the results
     JSON (results, group_subtasks, configs, versions, n-shot, higher_is_better, n-samples,
-    config, task_hashes) and one samples JSONL per task, serialised with lm-eval's own helpers."""
+    config, task_hashes) and one samples JSONL per task, serialised with lm-eval's own helpers.
+    ``seeds`` are those ``evaluate`` was given."""
     from lm_eval.utils import handle_non_serializable, hash_string, sanitize_list
 
     samples = results.get("samples", {})
     aggregated = {key: value for key, value in results.items() if key != "samples"}
-    aggregated["config"] = {**run_config, "bootstrap_iters": 0, **SEEDS}
+    aggregated["config"] = {**run_config, "bootstrap_iters": 0, **seeds}
     aggregated["task_hashes"] = {
         name: hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in rows))
         for name, rows in samples.items()
@@ -172,12 +204,14 @@ def lm_eval_files(results: dict[str, Any], run_config: dict[str, Any]) -> dict[s
     return files
 
 
-def _metric_name(key: str, prefix: str = "") -> str:
+def metric_name(key: str, prefix: str = "") -> str:
+    """lm-eval's ``metric,filter`` key as spd-bench names it: ``metric/filter`` (``metric`` for filter none)."""
     return prefix + key.replace(",none", "").replace(",", "/")
 
 
-def _numbers(entry: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    return {_metric_name(key, prefix): float(value) for key, value in entry.items()
+def numbers(entry: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numeric metrics of one results entry (no stderr, alias or sample counts)."""
+    return {metric_name(key, prefix): float(value) for key, value in entry.items()
             if isinstance(value, (int, float)) and not isinstance(value, bool) and "_stderr" not in key
             and key not in ("alias", "sample_len", "sample_count")}
 
@@ -206,19 +240,19 @@ class LMEvalNative:
                        "system_instruction": options.get("system_instruction"),
                        "fewshot_as_multiturn": bool(options.get("fewshot_as_multiturn")),
                        "batch_size": settings.batch_size, "limit": limit}
-        results = evaluate(lm, loaded, limit=limit, system_instruction=lm_settings["system_instruction"],
+        results = evaluate(lm, loaded, SEEDS, limit=limit, system_instruction=lm_settings["system_instruction"],
                            apply_chat_template=lm_settings["apply_chat_template"],
                            fewshot_as_multiturn=lm_settings["fewshot_as_multiturn"])
         name = options["lm_eval_task"]
         leaves = sorted(loaded["tasks"])
-        metrics = _numbers(results["results"].get(name, {}))
-        if len(leaves) > 1:
+        metrics = numbers(results["results"].get(name, {}))
+        if len(leaves) > 1 or not metrics:  # a group's tasks, or a tag's (or a group's without an aggregate)
             for leaf in leaves:
-                metrics.update(_numbers(results["results"][leaf], prefix=f"{leaf}:"))
+                metrics.update(numbers(results["results"][leaf], prefix=f"{leaf}:"))
         metric, filter_name = _primary(loaded["tasks"][leaves[0]])
-        primary = _metric_name(f"{metric},{filter_name}")
+        primary, source = metric_name(f"{metric},{filter_name}"), name
         if primary not in metrics:
-            primary = _metric_name(f"{metric},{filter_name}", prefix=f"{leaves[0]}:")
+            primary, source = metric_name(f"{metric},{filter_name}", prefix=f"{leaves[0]}:"), leaves[0]
         if primary not in metrics:
             raise UserError(f"lm-eval task {name} reported no {metric} ({filter_name}); its results: {sorted(metrics)}")
         per_item = []
@@ -229,14 +263,18 @@ class LMEvalNative:
                     per_item.append({"doc_id": len(per_item), "task": leaf, "lm_eval_doc_id": sample["doc_id"],
                                      "response": str(sample["resps"][0][0]) if sample["resps"] else "",
                                      "target": str(sample["target"]), "score": float(value)})
-        higher = results.get("higher_is_better", {}).get(leaves[0], {}).get(metric, True)
+        higher = results.get("higher_is_better", {}).get(source, {}).get(metric, True)
         n_shot = {key: int(value) for key, value in results.get("n-shot", {}).items()}
         return ScoreOutput(
             metrics=metrics, primary_metric=primary, higher_is_better=bool(higher), per_item=per_item,
-            native={"lm_eval_results": _clean(results["results"]), "lm_eval_settings": lm_settings, "n-shot": n_shot,
-                    "lm_eval_task_configs": {leaf: _clean(loaded["tasks"][leaf].dump_config()) for leaf in leaves},
-                    "lm_eval_version": _version()},
-            files=lm_eval_files(results, {"model": "spd-bench in-memory model", **lm_settings}),
+            native={"lm_eval_results": clean(results["results"]), "lm_eval_settings": lm_settings, "n-shot": n_shot,
+                    "lm_eval_task_configs": {leaf: clean(loaded["tasks"][leaf].dump_config()) for leaf in leaves},
+                    # the decoding lm-eval used, per task (None: scored by likelihood), in place of the run's
+                    "lm_eval_generation_kwargs": {leaf: clean(loaded["tasks"][leaf].get_config("generation_kwargs"))
+                                                  if loaded["tasks"][leaf].OUTPUT_TYPE == "generate_until" else None
+                                                  for leaf in leaves},
+                    "lm_eval_version": version()},
+            files=lm_eval_files(results, {"model": "spd-bench in-memory model", **lm_settings}, SEEDS),
         )
 
     def score_responses(self, task: Any, items: list[dict[str, Any]], responses: dict[str, list[str]],
@@ -245,20 +283,33 @@ class LMEvalNative:
                         " (lm_eval --log_samples, or the .lm_eval_samples_*.jsonl beside a record)")
 
 
-def _clean(value: Any) -> Any:
-    """lm-eval's values (numpy scalars, callables) as plain JSON values."""
-    from lm_eval.utils import handle_non_serializable
+def clean(value: Any) -> Any:
+    """numpy scalars and other lm-eval values -> plain JSON values; a callable (a metric function in
+    a task config) is named where it lives, so the value is the same in every process."""
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((clean(v) for v in value), key=str)
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if callable(value):
+        return f"{value.__module__}:{value.__qualname__}"
+    return str(value)
 
-    return json.loads(json.dumps(value, default=handle_non_serializable))
+
+def version() -> str:
+    """The installed lm-eval's version, recorded beside its numbers."""
+    from importlib.metadata import version as installed
+
+    return installed("lm_eval")
 
 
-def _version() -> str:
-    from importlib.metadata import version
-
-    return version("lm_eval")
-
-
-def _quiet() -> None:
+def quiet() -> None:
+    """lm-eval warns that an in-memory model is not a string; that is how spd-bench calls it."""
     import logging
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
@@ -271,42 +322,93 @@ def is_sample_row(row: Any) -> bool:
     return isinstance(row, dict) and "doc_id" in row and "doc" in row and ("resps" in row or "filtered_resps" in row)
 
 
+def doc_hash(doc: Any) -> str:
+    """A document's hash as lm-eval logs it with each sample (``doc_hash``)."""
+    from lm_eval.utils import handle_non_serializable, hash_string
+
+    return hash_string(json.dumps(doc, indent=2, default=handle_non_serializable, ensure_ascii=False))
+
+
+def samples_file_task(path: str) -> str | None:
+    """The task an lm-eval samples file is of, by its name: ``samples_<task>_<date>.jsonl`` as
+    ``lm_eval --log_samples`` names it, ``lm_eval_samples_<task>.jsonl`` beside a record; else None."""
+    name = Path(path).name
+    own = re.fullmatch(rf"{re.escape(SAMPLES_PREFIX)}(.+)\.jsonl", name)
+    cli = re.fullmatch(r"samples_(.+)_\d{4}-\d{2}-\d{2}T[0-9.\-]+\.jsonl", name)
+    match = own or cli
+    return match.group(1) if match else None
+
+
 @functools.cache
-def _replay_class() -> type:
+def _stored_answers_class() -> type:
     from lm_eval.api.model import LM
 
-    class _SampleFileLM(LM):
-        """Answers lm-eval's requests with the raw responses an lm-eval samples file holds, by
-        document and request index, so lm-eval's filters and metrics run on them again."""
+    class _StoredAnswersLM(LM):
+        """Answers lm-eval's requests with stored answers, so lm-eval's filters and metrics run on them.
 
-        def __init__(self, rows: list[dict[str, Any]], origin: str) -> None:
+        ``answer(request, k)`` gives the k-th copy of a request (lm-eval lists a request once per
+        repeat, the same object each time) its answer: a text, (log-likelihood, is greedy), or a
+        rolling log-likelihood, by the request's type.
+        """
+
+        def __init__(self, answer: Callable[[Any, int], Any]) -> None:
             super().__init__()
-            self._resps = {int(row["doc_id"]): row.get("resps") for row in rows}
-            self._origin = origin
+            self._answer = answer
 
-        def _answer(self, request: Any) -> Any:
-            resps = self._resps.get(int(request.doc_id))
-            if resps is None or request.idx >= len(resps) or not resps[request.idx]:
-                raise UserError(f"{self._origin}: no response for doc_id {request.doc_id} (request {request.idx});"
-                                " the samples file must cover every document scored (see --limit)")
-            return resps[request.idx]
+        def _answers(self, requests: list[Any]) -> list[Any]:
+            copies: dict[int, int] = {}
+            answers = []
+            for request in requests:
+                k = copies.get(id(request), 0)
+                copies[id(request)] = k + 1
+                answers.append(self._answer(request, k))
+            return answers
 
         def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-            return [str(self._answer(request)[0]) for request in requests]
+            return [str(answer) for answer in self._answers(requests)]
 
         def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-            result = []
-            for request in requests:
-                logprob, greedy = self._answer(request)[0]
-                result.append((float(logprob), str(greedy) == "True"))
-            return result
+            return [(float(logprob), bool(greedy)) for logprob, greedy in self._answers(requests)]
 
         def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
-            return [float(self._answer(request)[0]) for request in requests]
+            return [float(answer) for answer in self._answers(requests)]
 
-    return _SampleFileLM
+    return _StoredAnswersLM
+
+
+def StoredAnswersLM(answer: Callable[[Any, int], Any]) -> Any:
+    """An lm-eval LM over ``answer(request, copy)`` (the class is built lazily: lm-eval imports slowly)."""
+    return _stored_answers_class()(answer)
 
 
 def SampleFileLM(rows: list[dict[str, Any]], origin: str) -> Any:
-    """The replay model over an lm-eval samples file's rows (the class is built lazily)."""
-    return _replay_class()(rows, origin)
+    """lm-eval's requests answered with the raw responses an lm-eval samples file holds. A request is
+    answered only by the row of its own task and document (the file's task, by its name, and the
+    row's ``doc_hash``); the k-th copy of a request repeated k times gets the row's k-th response."""
+    by_doc: dict[int, dict[str, Any]] = {}
+    for row in rows:  # one row per filter, the same document and responses in each
+        by_doc.setdefault(int(row["doc_id"]), row)
+    file_task = samples_file_task(origin)
+
+    def answer(request: Any, copy: int) -> Any:
+        if file_task is not None and request.task_name != file_task:
+            raise UserError(f"{origin} holds samples of lm-eval task {file_task}, not of {request.task_name};"
+                            f" give the samples file of {request.task_name}")
+        row = by_doc.get(int(request.doc_id))
+        if row is None:
+            raise UserError(f"{origin}: no response for doc_id {request.doc_id};"
+                            " the samples file must cover every document scored (see --limit)")
+        if str(row.get("doc_hash") or doc_hash(row["doc"])) != doc_hash(request.doc):
+            raise UserError(f"{origin}: doc_id {request.doc_id} is not the document {request.task_name} has there"
+                            " (doc_hash differs); score the file on the task, data and --include-path it was"
+                            " written with")
+        resps = row.get("resps") or []
+        if request.idx >= len(resps) or copy >= len(resps[request.idx]):
+            raise UserError(f"{origin}: no response {copy} to request {request.idx} of doc_id {request.doc_id};"
+                            " score the file with the task settings it was written with")
+        value = resps[request.idx][copy]
+        if request.request_type == "loglikelihood":
+            return float(value[0]), str(value[1]) == "True"  # lm-eval logs the pair's flag as text
+        return value
+
+    return StoredAnswersLM(answer)

@@ -17,12 +17,17 @@ def math_verify(references: list[Any], predictions: list[Any]) -> float:
     """1.0 when math-verify finds the prediction equivalent to the reference answer, else 0.0.
 
     lm-eval calls a metric with one reference and one (filtered) prediction per document; its
-    name is the metric's name in the results (``math_verify/<filter>``).
+    name is the metric's name in the results (``math_verify/<filter>``). It never raises: lm-eval
+    answers a TypeError from a metric by calling it again another way, and then ends the run, so
+    an answer math-verify cannot parse or compare (any exception) scores 0.0.
     """
     from math_verify import parse, verify
 
-    gold, prediction = references[0], predictions[0]
-    if gold is None or not str(gold).strip() or prediction is None:
+    try:
+        gold, prediction = references[0], predictions[0]
+        if gold is None or not str(gold).strip() or prediction is None:
+            return 0.0
+        gold_text = str(gold) if "\\boxed" in str(gold) else f"\\boxed{{{gold}}}"
+        return float(verify(parse(gold_text), parse(str(prediction))))
+    except Exception:  # noqa: BLE001 - a document math-verify cannot judge is not equivalent
         return 0.0
-    gold_text = str(gold) if "\\boxed" in str(gold) else f"\\boxed{{{gold}}}"
-    return float(verify(parse(gold_text), parse(str(prediction))))
