@@ -32,3 +32,21 @@ def test_committed_png_decodes_to_the_rebuilt_chart(tmp_path: Path):
     colours = {tuple(pixel) for pixel in (rgb.reshape(-1, 3) * 255).round().astype(int)[::97]}
     assert len(colours) > 5  # axes, text and several bar colours, not one flat fill
     assert np.abs(committed - rebuilt).mean() < 0.01, "results/leaderboard.png is stale: run `spd-bench leaderboard`"
+
+
+def test_committed_diagnostics_and_rank_sweep_match_a_rebuild(tmp_path: Path):
+    """The diagnostics table and the organism's rank-sweep ablation are what `spd-bench leaderboard`
+    rebuilds from the committed records alone."""
+    from spd_bench.leaderboard.ablation_formats import build_ablations
+
+    results = REPO / "results"
+    build_leaderboard(results, tmp_path, ["csv"])
+    name = "leaderboard_diagnostics.csv"
+    assert (tmp_path / name).read_text() == (results / name).read_text(), f"results/{name} is stale: run `spd-bench leaderboard`"
+    sweep = results / "sweeps" / "rank_fraction"
+    assert (sweep / "sweep.json").is_file(), "results/sweeps/rank_fraction is missing: commit the organism's rank sweep"
+    (ablation,) = [a for a in build_ablations(results, tmp_path, ["md", "csv"]) if a.name == "rank_fraction"]
+    for name in ("ablation.md", "ablation.csv"):
+        rebuilt = tmp_path / "sweeps" / "rank_fraction" / name
+        assert rebuilt.read_text() == (sweep / name).read_text(), f"results/sweeps/rank_fraction/{name} is stale"
+    assert "How to read" in (sweep / "ablation.md").read_text()
