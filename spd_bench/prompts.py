@@ -15,6 +15,12 @@ PROMPT_FORMATS = ("auto", "plain", "chat")
 PLAIN_PROMPT = "plain_prompt"  # a rendered item keeps the task's own text here (code references need it)
 
 
+def plain_prompt(item: dict[str, Any]) -> str:
+    """The item's prompt as its task wrote it: before chat rendering and any few-shot context (the
+    text a code completion continues)."""
+    return item.get(PLAIN_PROMPT, item["prompt"])
+
+
 def resolve_format(prompt_format: str, has_chat_template: bool, model: str) -> str:
     """The concrete format (plain or chat) for a model; chat without a template is refused."""
     if prompt_format not in PROMPT_FORMATS:
@@ -52,5 +58,5 @@ def render_items(items: list[dict[str, Any]], tokenizer: Any, prompt_format: str
             [{"role": "user", "content": item["prompt"]}], tokenize=False, add_generation_prompt=True)
         if bos_text and prompt.startswith(bos_text):
             prompt = prompt[len(bos_text):]
-        rendered.append({**item, "prompt": prompt, PLAIN_PROMPT: item.get(PLAIN_PROMPT, item["prompt"])})
+        rendered.append({**item, "prompt": prompt, PLAIN_PROMPT: plain_prompt(item)})
     return rendered

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from spd_bench.errors import UserError, did_you_mean
-from spd_bench.prompts import PLAIN_PROMPT, PROMPT_FORMATS
+from spd_bench.prompts import PLAIN_PROMPT, PROMPT_FORMATS, plain_prompt
 from spd_bench.registry import Registry, resolve_ref, TASKS
 from spd_bench.spans import SPAN_RULES
 
@@ -256,7 +256,7 @@ def add_fewshot(task: TaskSpec, items: list[dict[str, Any]], pool: list[dict[str
         examples = random.Random(f"{task.name}:{item['id']}").sample(candidates, n)
         context = "".join(_solved(ex, target_delimiter) + fewshot_delimiter for ex in examples)
         # the bare prompt stays under plain_prompt: code is tested as it continues that, not the examples
-        result.append({**item, "prompt": context + item["prompt"], PLAIN_PROMPT: item.get(PLAIN_PROMPT, item["prompt"]),
+        result.append({**item, "prompt": context + item["prompt"], PLAIN_PROMPT: plain_prompt(item),
                        "fewshot": [str(ex["id"]) for ex in examples]})
     return result
 

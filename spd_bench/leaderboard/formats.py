@@ -357,9 +357,11 @@ RENDERERS: dict[str, Callable[[Leaderboard], bytes]] = {
     "png": _png,
 }
 FORMATS = tuple(RENDERERS)
-COMPANIONS: dict[str, tuple[str, Callable[[Leaderboard], bytes]]] = {
-    "csv": (COMPARISONS_CSV, lambda board: render_comparisons_csv(board).encode()),
-}  # format -> (file name, renderer) of a file written beside leaderboard.<format>
+COMPANIONS: dict[str, list[tuple[str, Callable[[Leaderboard], bytes | None]]]] = {
+    "csv": [(COMPARISONS_CSV, lambda board: render_comparisons_csv(board).encode()),
+            (DIAGNOSTICS_CSV,  # only when some record has diagnostics
+             lambda board: render_diagnostics_csv(board.diagnostics).encode() if board.diagnostics else None)],
+}  # format -> (file name, renderer) of the files written beside leaderboard.<format>; None: nothing to write
 
 
 def check_formats(formats: list[str]) -> None:
@@ -380,11 +382,9 @@ def write_outputs(board: Leaderboard, out_dir: Path, formats: list[str]) -> dict
         path = out_dir / f"leaderboard.{name}"
         atomic_write_bytes(path, RENDERERS[name](board))
         written[name] = path
-        if name in COMPANIONS:
-            file_name, render = COMPANIONS[name]
-            atomic_write_bytes(out_dir / file_name, render(board))
-            written[file_name] = out_dir / file_name
-        if name == "csv" and board.diagnostics:  # only when some record has diagnostics
-            atomic_write_bytes(out_dir / DIAGNOSTICS_CSV, render_diagnostics_csv(board.diagnostics).encode())
-            written[DIAGNOSTICS_CSV] = out_dir / DIAGNOSTICS_CSV
+        for file_name, render in COMPANIONS.get(name, []):
+            content = render(board)
+            if content is not None:
+                atomic_write_bytes(out_dir / file_name, content)
+                written[file_name] = out_dir / file_name
     return written

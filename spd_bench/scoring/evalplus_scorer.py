@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spd_bench.errors import UserError
-from spd_bench.prompts import PLAIN_PROMPT
+from spd_bench.prompts import plain_prompt
 from spd_bench.scoring import ScoreOutput, ScoreSettings
 from spd_bench.scoring import _evalplus_worker as worker
 from spd_bench.scoring.verdict import (
@@ -88,7 +88,7 @@ def solution_code(item: dict[str, Any], completion: str, prompt_format: str) -> 
         return str(completion), False
     if prompt_format == "chat":
         return completion, True
-    prompt = item.get(PLAIN_PROMPT, item["prompt"])  # without a few-shot context's example programs
+    prompt = plain_prompt(item)  # without a few-shot context's example programs
     if re.search(rf"^\s*def\s+{re.escape(item['entry_point'])}\s*\(", completion, re.MULTILINE):
         return prompt + "\n" + completion, True
     return prompt + completion, False
@@ -150,7 +150,7 @@ def code_problem(item: dict[str, Any], dataset: str, base_only: bool) -> CodePro
     return CodeProblem(
         key=task_id,
         entry_point=item["entry_point"],
-        reference_code=item.get(PLAIN_PROMPT, item["prompt"]) + item["canonical_solution"],
+        reference_code=plain_prompt(item) + item["canonical_solution"],
         inputs={name: inputs[name] for name in PHASES if name == "base" or not base_only},
         dataset=dataset,
         atol=float(item.get("atol") or 0),
@@ -317,7 +317,7 @@ def evalplus_files(
         json.dumps({"task_id": task_id, "solution": run["solution"]}) + "\n"
         for task_id, runs in evaluated.items() for run in runs
     )
-    problems = [{"task_id": _item_id(item), "prompt": item.get(PLAIN_PROMPT, item["prompt"]),
+    problems = [{"task_id": _item_id(item), "prompt": plain_prompt(item),
                  **{key: item.get(key) for key in ("base_input", "plus_input")}} for item in items]
     pass_at = {"base": {k: v for k, v in metrics.items() if not k.endswith("_plus")},
                "plus": {k.removesuffix("_plus"): v for k, v in metrics.items() if k.endswith("_plus")}}
