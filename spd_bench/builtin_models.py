@@ -18,10 +18,14 @@ Progress = Callable[[str], None]
 class BuiltinModel:
     folder: Callable[[Path, Progress | None], Path]  # the saved model under a cache folder, built on first use
     built: Callable[[Path], Path | None]  # the folder when it exists already (None: not built, nothing is done)
+    description: str = ""  # for `spd-bench list models`
     config: Callable[[], Any] | None = None  # its transformers config without a build; None: build to plan
+    # where its weights came from, copied into every record (None: the model key says enough)
+    provenance: Callable[[Path], dict[str, Any]] | None = None
 
 
 BUILTIN_MODELS: Registry[BuiltinModel] = Registry("built-in model", "spd_bench.models")
 BUILTIN_MODELS.register("organism", "spd_bench.organism.model:ORGANISM")
+BUILTIN_MODELS.register("smollm2-135m-instruct-q4", "spd_bench.gguf_models:SMOLLM2")
 BUILTIN_MODELS.register("tiny-llama", "spd_bench.tiny:TINY_LLAMA")
 BUILTIN_MODELS.register("tiny-qwen2", "spd_bench.tiny:TINY_QWEN2")

@@ -82,7 +82,8 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
 
     defaults = RunConfig()
     parser.add_argument("--config", help="YAML run config; flags override its fields")
-    parser.add_argument("--model", help="hub id, local folder, or built-in: organism, tiny-llama, tiny-qwen2 (default:"
+    parser.add_argument("--model", help="hub id, local folder, or built-in (`spd-bench list models`: organism,"
+                        " smollm2-135m-instruct-q4, ...; default:"
                         f" organism for the synthetic suite, {DEFAULT_HUB_MODEL} for any other task)")
     parser.add_argument("--no-rebuild", action="store_true",
                         help="stop with an error instead of rebuilding a cached stage whose files fail verification")
@@ -147,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="do not run base, raw_sd and spd_random beside the swept methods")
 
     lst = sub.add_parser("list", help="list registered tasks or methods")
-    lst.add_argument("what", choices=["tasks", "methods", "backends"])
+    lst.add_argument("what", choices=["tasks", "methods", "backends", "models"])
     lst.add_argument("--verbose", "-v", action="store_true", help="show options and defaults")
     lst.add_argument("--lm-eval", action="store_true", dest="lm_eval",
                      help="with tasks: every task, group and tag lm-eval offers (usable as --tasks lm_eval:NAME)")
@@ -187,8 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     prefetch = sub.add_parser("prefetch", help="fill the caches with task data and models on a networked machine (for offline GPU nodes)")
     prefetch.add_argument("--tasks", type=_csv, default=[], help="tasks or groups, e.g. paper or gsm8k,bbh")
-    prefetch.add_argument("--model", action="append", default=[], dest="models", metavar="HUB_ID",
-                          help="also download this hub model into the hub cache (repeatable)")
+    prefetch.add_argument("--model", action="append", default=[], dest="models", metavar="HUB_ID|BUILT_IN",
+                          help="also download this hub model into the hub cache, or fetch and convert this built-in"
+                               " model into --cache-dir (repeatable)")
     prefetch.add_argument("--cache-dir", default=".spd_cache")
 
     export = sub.add_parser("export", help="a fine-tuned cell out of the cache as a portable folder: its LoRA adapter,"
@@ -439,6 +441,8 @@ def _list(args: argparse.Namespace, console: Any) -> int:
         return 0
     if args.what == "backends":
         return _list_backends(console)
+    if args.what == "models":
+        return _list_models(console)
     from spd_bench.registry import METHODS
 
     table = Table(title="methods")
@@ -478,6 +482,22 @@ def _list_lm_eval(args: argparse.Namespace, console: Any) -> int:
     for name, kind in entries:
         console.print(f"lm_eval:{name}" + ("" if kind == "task" else f"  ({kind})"), highlight=False, markup=False)
     console.print(f"{len(entries)} lm-eval tasks, groups and tags; run one with --tasks lm_eval:NAME", highlight=False)
+    return 0
+
+
+def _list_models(console: Any) -> int:
+    """The built-in models (--model NAME); any local folder or hub id works too."""
+    from rich.table import Table
+
+    from spd_bench.builtin_models import BUILTIN_MODELS
+
+    table = Table(title="built-in models")
+    for column in ("model", "source", "description"):
+        table.add_column(column)
+    for name in BUILTIN_MODELS.names():
+        table.add_row(name, BUILTIN_MODELS.source(name), BUILTIN_MODELS.get(name).description)
+    console.print(table)
+    console.print("--model also takes a local folder (save_pretrained) or a hub id", highlight=False)
     return 0
 
 
@@ -542,11 +562,16 @@ def _prefetch(args: argparse.Namespace, console: Any) -> int:
     from spd_bench.data.prefetch import prefetch
 
     if not args.tasks and not args.models:
-        raise UserError("nothing to prefetch; pass --tasks (e.g. --tasks paper) and/or --model HUB_ID")
+        raise UserError("nothing to prefetch; pass --tasks (e.g. --tasks paper) and/or --model HUB_ID|BUILT_IN")
     failed = 0
     for model in args.models:
-        from spd_bench.models import download_model
+        from spd_bench.builtin_models import BUILTIN_MODELS
+        from spd_bench.models import download_model, resolve_model_path
 
+        if model in BUILTIN_MODELS:  # fetched and converted into the cache (what an offline node needs)
+            folder = resolve_model_path(model, Path(args.cache_dir))[0]
+            console.print(f"[bold]{model}[/bold]: built and verified at {folder}", highlight=False)
+            continue
         console.print(f"[bold]{model}[/bold]: in the hub cache at {download_model(model)}", highlight=False)
     report = prefetch(args.tasks, Path(args.cache_dir)) if args.tasks else {}
     for name, entry in report.items():

@@ -102,6 +102,13 @@ class LMEvalConfig:
     training_source: dict[str, str] = field(default_factory=dict)  # lm_eval:NAME -> training source it is in-domain for
 
 
+@dataclass
+class ReportConfig:
+    """How the leaderboard words comparisons (docs/statistics.md). It changes no number, so it is not hashed."""
+
+    equivalence_margin: float = 2.0  # points: "equivalent" only where a difference's 95% interval lies inside ±margin
+
+
 ORGANISM_TRAIN = {"lr": 1e-3, "epochs": 3, "batch_size": 16, "lora_alpha": 16, "lora_dropout": 0.0, "max_length": 256}
 """Training preset for the built-in organism, identical for every method (docs/organism.md).
 
@@ -146,6 +153,7 @@ class RunConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
     lm_eval: LMEvalConfig = field(default_factory=LMEvalConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     data: dict[str, str] = field(default_factory=dict)
     allow_code_execution: bool = False
@@ -229,6 +237,8 @@ class RunConfig:
         if not train.target_modules:
             _bad("train.target_modules", train.target_modules, "at least one module name, e.g. q_proj,v_proj")
         _check_lm_eval(self.lm_eval)
+        _in_range("report.equivalence_margin", self.report.equivalence_margin, 0.0, 100.0, "points in (0, 100]",
+                  low_open=True)
 
 
 def _check_lm_eval(section: LMEvalConfig) -> None:
@@ -301,7 +311,7 @@ def _in_range(field_name: str, value: float, low: float, high: float | None, all
 
 # Greedy evaluation does not depend on its batch size (up to floating-point ties); sampling does
 # (each batch draws from its own seeded generator), so gen_batch_size is hashed and keys samples.
-_NOT_HASHED = {"output_dir", "cache_dir", "eval_batch_size"}
+_NOT_HASHED = {"output_dir", "cache_dir", "eval_batch_size", "report"}  # report: wording, not numbers
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -407,7 +417,11 @@ def parse_set(assignments: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UserError(f"--set {item!r}: write it as FIELD=VALUE, e.g. --set train.lr=1e-4")
-        value = yaml.safe_load(raw) if raw else ""
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {item!r}: {raw!r} is not a YAML value ({getattr(exc, 'problem', exc)}); quote a"
+                            " string, write a list as [a, b]") from exc
         node = result
         parts = key.split(".")
         for part in parts[:-1]:

@@ -11,7 +11,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from spd_bench.builtin_models import BUILTIN_MODELS
 from spd_bench.errors import UserError
@@ -43,15 +43,18 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
     return device, dtype
 
 
-def _build_progress(message: str) -> None:
-    """Progress of a built-in model's first build (the organism's takes minutes; stderr, so tables stay clean)."""
+def _build_progress(spec: str) -> Callable[[str], None]:
+    """Progress of a built-in model's first build (minutes for some; stderr, so tables stay clean)."""
     import sys
 
-    print(f"building the organism (once per cache): {message}", file=sys.stderr, flush=True)
+    def say(message: str) -> None:
+        print(f"building {spec} (once per cache): {message}", file=sys.stderr, flush=True)
+    return say
 
 
 def _model_files(path: Path) -> list[Path]:
-    return [f for f in sorted(path.rglob("*")) if f.is_file() and not f.name.startswith(".") and f.name != "provenance.json"]
+    return [f for f in sorted(path.rglob("*")) if f.is_file() and not f.name.startswith(".") 
+            and f.name not in ("provenance.json", "manifest.json")]
 
 
 def _hash_folder(path: Path) -> str:
@@ -84,7 +87,7 @@ def _hash_files(path: Path, stamp: tuple[tuple[str, int, int], ...]) -> str:
 def resolve_model_path(spec: str, cache_dir: Path) -> tuple[Path, str, str]:
     """Return (folder, source, identity) for a built-in name, local folder or hub id."""
     if spec in BUILTIN_MODELS:
-        path = BUILTIN_MODELS.get(spec).folder(cache_dir, _build_progress)
+        path = BUILTIN_MODELS.get(spec).folder(cache_dir, _build_progress(spec))
         return path, "built-in", f"{spec}@{_hash_folder(path)}"
     local = local_model_folder(spec)
     if local is not None:

@@ -1,6 +1,12 @@
 """Prompt formats: a task's text as is ("plain"), or wrapped in the model's chat template ("chat");
 "auto" is chat when the model's tokenizer has a template, plain otherwise.
 
+A code task under a chat template is asked the way EvalPlus asks chat models: an instruction to
+answer with a self-contained script in a markdown block, the assistant's turn opened with
+EvalPlus's response prefix and a ```` ```python ```` fence, and EvalPlus's stop sequences for chat
+answers (the completion-mode stops such as ``"\ndef"`` would cut a chat answer at its first line).
+The answer is then a whole program, which EvalPlus's sanitizer extracts.
+
 The rendered prompt replaces the item's prompt before anything else sees it, so sampling,
 fine-tuning, lm-eval and EvalPlus all use exactly the same text.
 """
@@ -33,13 +39,42 @@ def resolve_format(prompt_format: str, has_chat_template: bool, model: str) -> s
     return prompt_format
 
 
+# EvalPlus's own instruction and response prefix for chat models (evalplus.codegen, the default
+# "no-hint" prompt), and its stop sequences for them (evalplus.provider: EOS plus the closing fence).
+CODE_INSTRUCTION = ("Please provide a self-contained Python script that solves the following problem in a markdown"
+                    " code block:")
+CODE_RESPONSE_PREFIX = ("Below is a Python script with a self-contained function that solves the problem and passes"
+                        " corresponding tests:")
+
+
+def chat_code_stops() -> tuple[str, ...]:
+    """EvalPlus's stop sequences for a chat model's code answer."""
+    from evalplus.provider.utility import EOS
+
+    return (*EOS, "\n```\n")
+
+
+def answer_stops(kind: str, stop: tuple[str, ...], prompt_format: str) -> tuple[str, ...]:
+    """The stop sequences a task or source samples with in ``prompt_format``: its own, except for
+    code under a chat template, which stops where EvalPlus stops chat answers."""
+    return chat_code_stops() if prompt_format == "chat" and kind == "code" else tuple(stop)
+
+
+def _code_chat_prompt(task_prompt: str, tokenizer: Any) -> str:
+    from evalplus.provider.utility import make_raw_chat_prompt
+
+    return make_raw_chat_prompt(task_prompt, CODE_INSTRUCTION, CODE_RESPONSE_PREFIX, tokenizer)
+
+
 def _adds_bos(tokenizer: Any) -> bool:
     bos = getattr(tokenizer, "bos_token_id", None)
     return bos is not None and tokenizer("x", add_special_tokens=True)["input_ids"][:1] == [bos]
 
 
-def render_items(items: list[dict[str, Any]], tokenizer: Any, prompt_format: str) -> list[dict[str, Any]]:
+def render_items(items: list[dict[str, Any]], tokenizer: Any, prompt_format: str, kind: str = "") -> list[dict[str, Any]]:
     """Items with their prompts in ``prompt_format`` (new dicts; the loaded data stays untouched).
+
+    ``kind`` code asks for a whole program in EvalPlus's chat form (on the task's bare prompt).
 
     Templates that write the BOS token themselves would give a second BOS once the prompt is
     tokenized with special tokens (as every stage does), so a leading BOS is left to the tokenizer.
@@ -54,8 +89,11 @@ def render_items(items: list[dict[str, Any]], tokenizer: Any, prompt_format: str
     bos_text = tokenizer.bos_token if _adds_bos(tokenizer) else None
     rendered = []
     for item in items:
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": item["prompt"]}], tokenize=False, add_generation_prompt=True)
+        if kind == "code":
+            prompt = _code_chat_prompt(plain_prompt(item), tokenizer)
+        else:
+            prompt = tokenizer.apply_chat_template(
+                [{"role": "user", "content": item["prompt"]}], tokenize=False, add_generation_prompt=True)
         if bos_text and prompt.startswith(bos_text):
             prompt = prompt[len(bos_text):]
         rendered.append({**item, "prompt": prompt, PLAIN_PROMPT: plain_prompt(item)})

@@ -26,6 +26,8 @@ _NUMBER = re.compile(r"(?P<sign>(?<![\w)\]])-)?(?P<dollar>\$)?(?P<num>\d+(?:,\d{
 # "Answer:" then one capital letter, optionally in brackets; a letter that starts a word
 # ("Answer: Because") is not an answer letter.
 _LETTER = re.compile(r"(?i:answer)\s*:\s*[(\[]?(?P<letter>[A-Z])(?![A-Za-z])")
+# An answer that opens with its letter (a chat answer: the prompt ends with the assistant's header).
+_LEADING_LETTER = re.compile(r"^\s*[(\[]?(?P<letter>[A-Z])(?![A-Za-z])")
 # A return statement at the start of a line or after ":"/";" ("if x: return y").
 _RETURN = re.compile(r"(?:^|[:;])[ \t]*return\b(?P<expr>[^\n]*)", re.MULTILINE)
 _DEF = re.compile(r"^(?P<indent>[ \t]*)(?P<sig>(?:async[ \t]+)?def[ \t]+\w+[ \t]*)\(", re.MULTILINE)
@@ -80,10 +82,14 @@ def _answer_letter(prompt: str, answer: str) -> list[Range]:
     text = prompt + answer
     # Few-shot prompts hold earlier "Answer: X" lines: only a letter inside the answer counts.
     letters = [m.span("letter") for m in _LETTER.finditer(text) if m.start("letter") >= len(prompt)]
+    leading = _LEADING_LETTER.match(answer)
+    if not letters and leading is not None:
+        start, end = leading.span("letter")
+        letters = [(start + len(prompt), end + len(prompt))]
     if not letters:
         raise UserError(
             f"span rule answer_letter: no letter A-Z after 'Answer:' in {_snippet(prompt[-30:] + answer)};"
-            " end the prompt with 'Answer:' or start the answer with it"
+            " end the prompt with 'Answer:' or start the answer with the letter"
         )
     return [letters[-1]]
 

@@ -242,6 +242,70 @@ def _read_manifest(folder: Path, key: StageKey) -> tuple[dict[str, Any] | None, 
     return manifest, None
 
 
+def _stderr_notice(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def verify_folder(folder: Path) -> str | None:
+    """None when ``folder`` holds exactly what its manifest lists (size, sha256, format), else the first problem.
+
+    For folders published outside the stage layout (built-in models): the same checks as a stage's.
+    """
+    try:
+        manifest = json.loads((folder / MANIFEST).read_bytes())
+    except OSError:
+        return f"{MANIFEST} is missing"
+    except ValueError:
+        return f"{MANIFEST} is not valid JSON"
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) or not manifest["files"]:
+        return f"{MANIFEST} lists no files"
+    for rel, entry in manifest["files"].items():
+        problem = _file_problem(folder, rel, entry)
+        if problem:
+            return problem
+    listed = set(manifest["files"]) | {MANIFEST}
+    extra = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()
+                   and p.relative_to(folder).as_posix() not in listed)
+    return f"{extra[0]} is not in {MANIFEST}" if extra else None
+
+
+def publish_verified_folder(final: Path, build: Callable[[Path], None], what: str,
+                            notice: Callable[[str], None] = _stderr_notice) -> Path:
+    """``final`` when it matches its manifest; else built by ``build`` (one builder across processes,
+    under the same lock file as a stage) and published atomically with a manifest of every file.
+
+    A folder that fails verification (a changed, truncated or missing file) is rebuilt with a
+    one-line notice: a model's weights are never served unchecked.
+    """
+    if final.is_dir() and verify_folder(final) is None:
+        return final
+    with _stage_lock(final):
+        if final.is_dir() and verify_folder(final) is None:
+            return final  # built by another process while we waited
+        if final.is_symlink() or final.exists():
+            problem = verify_folder(final) if final.is_dir() else "not a folder"
+            notice(f"{what}: {final}: {problem}; rebuilding")
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)
+            else:
+                final.unlink()
+
+        def fill(folder: Path) -> None:
+            build(folder)
+            for file in folder.rglob("*"):  # some writers (safetensors) make private files; a cache may be shared
+                if file.is_file():
+                    os.chmod(file, 0o666 & ~_umask())
+            atomic_write_json(folder / MANIFEST, {
+                "what": what, "files": file_table(folder),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "builder": {"host": socket.gethostname(), "pid": os.getpid()},
+            })
+
+        publish_folder(final, fill)
+    _remember(final, json.loads((final / MANIFEST).read_bytes())["files"])
+    return final
+
+
 # ---- leftovers of killed runs ------------------------------------------------------------------
 def process_start_time() -> float:
     """When this process started (wall clock); when this module was imported where /proc is missing."""
@@ -320,10 +384,6 @@ def remove_leftovers(root: Path, before: float) -> None:
                 entry.unlink()
         except OSError:
             continue  # gone already, or not ours to remove: neither blocks the run
-
-
-def _stderr_notice(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 class ArtifactStore:

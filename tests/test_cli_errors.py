@@ -27,6 +27,7 @@ def run(tmp_path: Path, *args: str, config: str | None = None) -> subprocess.Com
         (["--model", "./no/such/model", "--methods", "base", "--tasks", "arith"], None, "has no config.json"),
         ([], "model: tiny-llama\nseeds: [1, 2\n", "malformed YAML"),
         (["--tasks", "arith", "--set", "train.epochs=many"], None, "train.epochs: expected an integer"),
+        (["--tasks", "arith", "--set", "train.lr=,"], None, "is not a YAML value"),
         (["--tasks", "arith", "--methods", "spd", "--set", "method_options.spd.rank_fraction=high"], None,
          "method_options.spd.rank_fraction: expected a number"),
         (["--force", "sampling", "--tasks", "arith"], None, "is not a stage"),

@@ -50,3 +50,17 @@ def test_committed_diagnostics_and_rank_sweep_match_a_rebuild(tmp_path: Path):
         rebuilt = tmp_path / "sweeps" / "rank_fraction" / name
         assert rebuilt.read_text() == (sweep / name).read_text(), f"results/sweeps/rank_fraction/{name} is stale"
     assert "How to read" in (sweep / "ablation.md").read_text()
+
+
+def test_a_nested_results_folder_keeps_its_own_board(tmp_path: Path):
+    """results/smollm2/ (a run's own output folder, with its own records/) is not mixed into the main board."""
+    import shutil
+
+    only = tmp_path / "only"
+    shutil.copytree(REPO / "results" / "records", only / "records")
+    nested = tmp_path / "nested"
+    shutil.copytree(REPO / "results" / "records", nested / "records")
+    shutil.copytree(REPO / "results" / "records", nested / "smollm2" / "records")
+    build_leaderboard(only, tmp_path / "a", ["md"])
+    build_leaderboard(nested, tmp_path / "b", ["md"])
+    assert (tmp_path / "a" / "leaderboard.md").read_text() == (tmp_path / "b" / "leaderboard.md").read_text()

@@ -22,19 +22,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rich.console import Console
+from scipy import stats as scipy_stats
 
 from spd_bench.errors import UserError
 from spd_bench.leaderboard import FORMATS, Leaderboard, build_leaderboard, render_terminal
 from spd_bench.leaderboard.formats import COMPARISONS_CSV
 from spd_bench.store import atomic_write_bytes
+from spd_bench.leaderboard.findings import FINDINGS_FILE
 from spd_bench.leaderboard.stats import (
+    ITEMS_ONLY,
+    SEEDS_AND_ITEMS,
+    SEEDS_ONLY,
     CellStats,
-    Interval,
+    Scores,
     against_base,
-    best_of,
-    bootstrap_interval,
-    seed_average,
-    t_interval,
+    best_versus_runner_up,
+    describe,
+    item_matrix,
+    make_scores,
 )
 from spd_bench.leaderboard.table import Column, ModelTable
 
@@ -83,56 +88,76 @@ def stats(table: ModelTable, method: str, task: str) -> CellStats:
 # Statistics -----------------------------------------------------------------------------------
 
 
-def test_t_interval_matches_the_textbook_formula() -> None:
+def _values(values: list[float]) -> Scores:
+    """Per-seed values without per-item scores, seeds 1..S."""
+    return Scores(None, {i + 1: np.array([v]) for i, v in enumerate(values)})
+
+
+def test_seed_values_alone_give_the_textbook_t_interval() -> None:
     values = [0.50, 0.55, 0.525]  # mean 0.525, sd 0.025
     half = T_975_DF2 * 0.025 / math.sqrt(3)
-    interval = t_interval(values)
-    assert interval is not None and interval.method == "t"
+    interval = describe(values, _values(values)).interval
+    assert interval is not None and interval.method == SEEDS_ONLY
     assert interval.low == pytest.approx(0.525 - half) and interval.high == pytest.approx(0.525 + half)
-    assert t_interval([0.4]) is None
+    assert describe([0.4], _values([0.4])).interval is None  # one evaluation, no items: no interval
 
 
-def test_bootstrap_is_reproducible_and_has_the_normal_width() -> None:
-    items = np.array([1.0, 0.0] * 200)  # p = 0.5 over 400 items: 95% half-width about 1.96 * 0.025
-    first = bootstrap_interval(items, "a")
-    assert first == bootstrap_interval(items, "a")
-    spread = np.linspace(0.0, 1.0, 37)  # continuous scores: the key (cell name) changes the draws
-    assert bootstrap_interval(spread, "a") != bootstrap_interval(spread, "b")
-    assert first.low < 0.5 < first.high
-    assert first.high - first.low == pytest.approx(2 * 1.96 * 0.025, rel=0.15)
-    constant = bootstrap_interval(np.full(30, 0.7), "c")
-    assert constant.low == pytest.approx(0.7) and constant.high == pytest.approx(0.7)
+def test_one_evaluation_with_items_gets_the_item_t_interval() -> None:
+    items = np.array([1.0, 0.0] * 200)  # p = 0.5 over 400 items: half-width t_399 * 0.5 / sqrt(399)... as scipy says
+    cell = describe([0.5], make_scores([None], [0.5], [items.tolist()]))
+    expected = scipy_stats.ttest_1samp(items, 0.0).confidence_interval(0.95)
+    assert cell.interval is not None and cell.interval.method == ITEMS_ONLY
+    assert (cell.interval.low, cell.interval.high) == pytest.approx((expected.low, expected.high))
+    constant = describe([0.7], make_scores([None], [0.7], [[0.7] * 30]))
+    assert constant.interval is not None and constant.interval.low == pytest.approx(0.7) == constant.interval.high
 
 
-def test_seed_average_needs_the_same_items_for_every_seed() -> None:
-    assert seed_average([[1.0, 0.0], [0.0, 0.0]]).tolist() == [0.5, 0.0]
-    assert seed_average([[1.0, 0.0], [1.0]]) is None
-    assert seed_average([[1.0, 0.0], None]) is None
-    assert seed_average([]) is None
+def test_seeds_with_items_widen_the_item_interval_by_the_seed_spread() -> None:
+    rng = np.random.default_rng(0)
+    items = (rng.random((3, 200)) < 0.5).astype(float)
+    spread = items + np.array([[0.0], [0.1], [0.2]])  # the same items, seeds 10 points apart
+    alike, apart = describe([0.5] * 3, make_scores([1, 2, 3], [0.5] * 3, items.tolist())), \
+        describe([0.6] * 3, make_scores([1, 2, 3], [0.6] * 3, spread.tolist()))
+    assert alike.interval.method == apart.interval.method == SEEDS_AND_ITEMS  # type: ignore[union-attr]
+    width = lambda c: c.interval.high - c.interval.low  # noqa: E731
+    assert width(apart) > 2 * width(alike)
 
 
-def _cell(mean: float, low: float, high: float) -> CellStats:
-    return CellStats(mean=mean, sd=None, n_seeds=3, interval=Interval(low, high, "t"))
+def test_item_matrix_needs_the_same_items_for_every_seed() -> None:
+    assert item_matrix([[1.0, 0.0], [0.0, 0.0]]).tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    assert item_matrix([[1.0, 0.0], [1.0]]) is None
+    assert item_matrix([[1.0, 0.0], None]) is None
+    assert item_matrix([]) is None
+    assert make_scores([1, 1], [0.1, 0.2], []) is None  # one seed twice (mixed sources) cannot be paired
 
 
-def test_best_is_marked_only_when_intervals_separate() -> None:
-    assert best_of({"a": _cell(0.8, 0.75, 0.85), "b": _cell(0.6, 0.55, 0.65), "c": _cell(0.5, 0.1, 0.9)}, True) == "a"
-    assert best_of({"a": _cell(0.8, 0.7, 0.9), "b": _cell(0.75, 0.65, 0.85)}, True) is None
-    assert best_of({"a": _cell(2.0, 1.9, 2.1), "b": _cell(1.5, 1.4, 1.6)}, False) == "b"  # lower is better
-    assert best_of({"a": _cell(0.8, 0.75, 0.85)}, True) is None  # no runner-up
-    no_interval = CellStats(mean=0.2, sd=None, n_seeds=1, interval=None)
-    assert best_of({"a": _cell(0.8, 0.75, 0.85), "b": no_interval}, True) is None
+def test_best_is_tested_against_the_runner_up_by_the_paired_procedure() -> None:
+    scores = {"a": _values([0.80, 0.82, 0.81]), "b": _values([0.60, 0.61, 0.62]), "c": _values([0.5, 0.1, 0.9])}
+    means = {k: float(np.mean(list(v.values.values()))) for k, v in scores.items()}
+    best, found = best_versus_runner_up(means, scores, True)
+    expected = scipy_stats.ttest_rel([0.80, 0.82, 0.81], [0.60, 0.61, 0.62])
+    assert best == "a" and found.mean == pytest.approx(0.2) and found.p_value == pytest.approx(expected.pvalue)
+    lower_best, found = best_versus_runner_up({"a": 2.0, "b": 1.5}, {"a": _values([2.0, 2.1]), "b": _values([1.5, 1.4])},
+                                              False)  # lower is better: the difference is oriented to "better"
+    assert lower_best == "b" and found.mean == pytest.approx(0.6)
+    assert best_versus_runner_up({"a": 0.8}, {"a": scores["a"]}, True) is None  # no runner-up
+    assert best_versus_runner_up({"a": 0.8, "b": 0.8}, scores, True) is None  # a tie
+    assert best_versus_runner_up(means, {**scores, "b": None}, True) is None  # nothing to pair with
 
 
 def test_change_against_base_pairs_items_when_both_have_them() -> None:
-    base_items, items = np.array([0.0, 1.0, 0.0, 1.0]), np.array([1.0, 1.0, 1.0, 1.0])
-    base, cell = _cell(0.5, 0.2, 0.8), _cell(1.0, 0.9, 1.0)
-    paired = against_base(cell, items, base, base_items, "k")
+    base_items, items = [0.0, 1.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]
+    base, cell = CellStats(0.5, None, 1, None), CellStats(1.0, None, 1, None)
+    paired = against_base(cell, make_scores([1], [1.0], [items]), base, make_scores([None], [0.5], [base_items]))
     assert paired.delta == pytest.approx(0.5) and paired.delta_rel == pytest.approx(1.0)
-    assert paired.delta_interval is not None and paired.delta_interval.method == "bootstrap"
-    assert 0.0 <= paired.delta_interval.low <= 0.5 <= paired.delta_interval.high <= 1.0
-    shifted = against_base(cell, None, base, None, "k")
-    assert shifted.delta_interval == Interval(0.4, 0.5, "t")
+    expected = scipy_stats.ttest_rel(items, base_items).confidence_interval(0.95)
+    assert paired.delta_interval is not None and paired.delta_interval.method == ITEMS_ONLY
+    assert (paired.delta_interval.low, paired.delta_interval.high) == pytest.approx((expected.low, expected.high))
+    three = CellStats(0.45, 0.05, 3, None)
+    seeds_only = against_base(three, _values([0.4, 0.45, 0.5]), base, Scores(None, {None: np.array([0.4])}))
+    half = T_975_DF2 * 0.05 / math.sqrt(3)
+    assert seeds_only.delta_interval.method == SEEDS_ONLY  # type: ignore[union-attr]
+    assert seeds_only.delta_interval.low == pytest.approx(0.05 - half)  # type: ignore[union-attr]
 
 
 # Layout and statistics on the fixture records -------------------------------------------------
@@ -161,29 +186,45 @@ def test_cell_statistics_follow_from_the_fixture_numbers(built: tuple[Leaderboar
     raw_sd = stats(organism, "raw_sd", "synth_math")  # 9, 10, 9 of 20 items correct
     assert raw_sd.mean == pytest.approx(28 / 60)
     assert raw_sd.sd == pytest.approx(np.std([0.45, 0.50, 0.45], ddof=1))
-    assert raw_sd.n_seeds == 3 and raw_sd.interval is not None and raw_sd.interval.method == "bootstrap"
+    assert raw_sd.n_seeds == 3 and raw_sd.interval is not None and raw_sd.interval.method == SEEDS_AND_ITEMS
     assert raw_sd.delta == pytest.approx(28 / 60 - 0.40)
     assert raw_sd.delta_rel == pytest.approx((28 / 60 - 0.40) / 0.40)
     spd_mc = stats(organism, "spd", "synth_mc")  # seeds 0.775 and 0.800: seed 3 is missing
     half = T_975_DF1 * np.std([0.775, 0.800], ddof=1) / math.sqrt(2)
-    assert spd_mc.n_seeds == 2 and spd_mc.interval is not None and spd_mc.interval.method == "t"
+    assert spd_mc.n_seeds == 2 and spd_mc.interval is not None and spd_mc.interval.method == SEEDS_ONLY
     assert spd_mc.interval.low == pytest.approx(0.7875 - half)
     base_mc = stats(organism, "base", "synth_mc")  # one evaluation, no per-item scores
     assert base_mc.interval is None and base_mc.sd is None
     assert stats(organism, "spd", "synth_nll").delta == pytest.approx(1.60 - 2.00)
 
 
-def test_best_marks_follow_interval_separation(built: tuple[Leaderboard, Path]) -> None:
+def _fixture_values(task: str, method: str, metric: str, seeds: tuple[int, ...]) -> list[float]:
+    folder = MAIN / "records" / "organism" / task
+    return [json.loads((folder / f"{method}-seed{s}.json").read_text())["metrics"][metric] for s in seeds]
+
+
+def test_best_marks_follow_the_paired_test_with_holm_over_the_columns(built: tuple[Leaderboard, Path]) -> None:
     organism = table_of(built[0], "organism")
     best = {
         task: [r.method for r in organism.rows if stats(organism, r.method, task).best]
         for task in ("synth_math", "synth_mc", "synth_nll", "synth_ood")
     }
-    # synth_mc: spd [0.629, 0.946] vs rft 0.583 +- 4.303 * 0.0144 / sqrt(3) = [0.548, 0.619]: separate.
-    # synth_math: rft 17-18 of 20 vs spd 15-16 of 20 on 20 items: bootstrap intervals overlap.
-    # synth_nll: spd 1.60 vs rft 1.85 with item spread +-0.18: separate, and lower is better.
-    # synth_ood: spd 16-17 of 20 vs rft 7-8 of 20: separate.
-    assert best == {"synth_math": [], "synth_mc": ["spd"], "synth_nll": ["spd"], "synth_ood": ["spd"]}
+    # Best minus runner-up, paired by seed (and by item where recorded), Holm over the 4 columns:
+    # synth_math: rft - spd = 10, 10, 15 points on seeds 1-3 (20 items): p = 0.011, the largest of the four;
+    # synth_mc: spd - rft on the seeds both have (1, 2), no per-item scores: paired t(1) below;
+    # synth_nll: rft - spd = 0.25, 0.24, 0.26 on every item of a seed (no item variance): paired t(2) below;
+    # synth_ood: spd - rft = 45 points on every seed (no seed variance): item-level t(19), p < 0.001.
+    nll = scipy_stats.ttest_rel(_fixture_values("synth_nll", "rft", "nll", (1, 2, 3)),
+                                _fixture_values("synth_nll", "spd", "nll", (1, 2, 3))).pvalue
+    with warnings.catch_warnings():  # the two seeds differ by almost the same amount: scipy warns, p is tiny
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mc = scipy_stats.ttest_rel(_fixture_values("synth_mc", "spd", "acc", (1, 2)),
+                                   _fixture_values("synth_mc", "rft", "acc", (1, 2))).pvalue
+    assert 4 * nll < 0.05 and 2 * mc < 0.05  # significant after Holm whatever their rank among the four
+    assert best == {"synth_math": ["rft"], "synth_mc": ["spd"], "synth_nll": ["spd"], "synth_ood": ["spd"]}
+    hidden = stats(organism, "spd", "synth_mc")  # acc is shown; acc_norm, in the CSV only, is never marked
+    norm = organism.cells[("spd", "synth_mc", "in", "acc_norm")].stats
+    assert hidden.best and not norm.best
 
 
 def test_short_seeds_and_summaries(built: tuple[Leaderboard, Path]) -> None:
@@ -291,7 +332,8 @@ def test_missing_results_folder(tmp_path: Path) -> None:
 
 
 def test_outputs_are_written_atomically(built: tuple[Leaderboard, Path], tmp_path: Path) -> None:
-    assert sorted(p.name for p in built[1].iterdir()) == sorted([f"leaderboard.{f}" for f in FORMATS] + [COMPARISONS_CSV])
+    assert sorted(p.name for p in built[1].iterdir()) == sorted([f"leaderboard.{f}" for f in FORMATS]
+                                                                 + [COMPARISONS_CSV, FINDINGS_FILE])
     target = tmp_path / "leaderboard.md"
     target.write_text("previous")
     with pytest.raises(TypeError):
@@ -321,7 +363,7 @@ def test_markdown_marks_best_and_missing_seed(built: tuple[Leaderboard, Path]) -
 def test_html_tooltips_give_spread_and_relative_change(built: tuple[Leaderboard, Path]) -> None:
     text = (built[1] / "leaderboard.html").read_text()
     # raw_sd on synth_math: 28/60 against base 0.40 is +6.7 points, +16.7% relative
-    assert "seeds 1, 2, 3; bootstrap interval; change vs base +6.7 (+16.7%)" in text
+    assert "seeds 1, 2, 3; seeds+items t interval; change vs base +6.7 (+16.7%)" in text
     assert "<script>" in text and "<style>" in text and "http" not in text  # self-contained
 
 
@@ -336,7 +378,7 @@ def test_png_is_a_nonempty_image(built: tuple[Leaderboard, Path]) -> None:
 def _tabular_rows_have_the_declared_columns(tex: str) -> None:
     """Every body row of each outer tabular fills exactly its declared columns (cells hold no '&')."""
     tables = re.findall(r"\\begin\{tabular\}\{(lr+)\}\n(.*?)\n\\end\{tabular\}", tex, re.S)
-    assert len(tables) == 4  # two leaderboard tables, two comparison tables
+    assert len(tables) == 5  # two leaderboard tables, three comparison tables
     for spec, body in tables:
         rows = [line for line in body.splitlines() if line.endswith("\\\\") and "multicolumn" not in line]
         assert rows
@@ -348,7 +390,7 @@ def test_latex_is_well_formed_and_compiles_when_pdflatex_exists(
     built: tuple[Leaderboard, Path], tmp_path: Path
 ) -> None:
     tex = (built[1] / "leaderboard.tex").read_text()
-    assert tex.count(r"\begin{table}") == tex.count(r"\end{table}") == 4
+    assert tex.count(r"\begin{table}") == tex.count(r"\end{table}") == 5
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{78.8}" in tex
     _tabular_rows_have_the_declared_columns(tex)
     pdflatex = shutil.which("pdflatex")

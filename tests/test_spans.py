@@ -51,6 +51,8 @@ CASES = [
     ("Q: best?\nAnswer:", " (C).", "answer_letter", ["C"]),
     ("Q: best?\nAnswer:", "B. 26", "answer_letter", ["B"]),
     ("Q: best?\n", "Answer:(B)", "answer_letter", ["B"]),
+    # a chat prompt ends with the assistant's header: the answer opens with its letter
+    ("<|im_start|>user\nQ: best?\nAnswer:<|im_end|>\n<|im_start|>assistant\n", " B", "answer_letter", ["B"]),
     (MBPP_PROMPT, MBPP_ANSWER, "code_return", ["def larger(a, b):", "a", "b"]),
     (
         HUMANEVAL_PROMPT,
@@ -154,7 +156,7 @@ def test_every_declared_rule_is_implemented() -> None:
         ("numeric_answer", "Q:", " no digits here", "numeric_answer"),
         ("numeric_answer", "Q:", " 5 and then #### none", "after the last '####'"),
         ("answer_letter", "Q?\nAnswer:", " Because it is", "answer_letter"),
-        ("answer_letter", "Q?\n", " B", "'Answer:'"),
+        ("answer_letter", "Q?\n", " it is B", "'Answer:'"),
         ("full", "Q:", "  \n", "empty"),
         ("nonsense", "Q:", " 1", "numeric_answer, answer_letter, code_return, full"),
     ],

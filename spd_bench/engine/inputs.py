@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from spd_bench.config import stable_hash
+from spd_bench.engine.plan import source_format
 
 if TYPE_CHECKING:
     from spd_bench.config import RunConfig
@@ -58,7 +59,7 @@ class RunInputs:
                     data.items = add_fewshot(task, data.items, pool.train, task.num_fewshot)
                     data.details = {**data.details, "num_fewshot": task.num_fewshot, "fewshot_source": task.fewshot_source,
                                     "fewshot_draw": "seeded by task and item id, from the source's training part"}
-                data.items = self._render(data.items, task.prompt_format)
+                data.items = self._render(data.items, task.prompt_format, task.kind)
             data.details = {**data.details, "items_hash": stable_hash(data.items)}
             self._eval[name] = data
         return self._eval[name]
@@ -83,9 +84,11 @@ class RunInputs:
                     self.eval_data(task_name)
                     check_disjoint(data, self._questions[task_name], task_name)
             train = data.train if self.config.n_train is None else data.train[: self.config.n_train]
-            prompt_format = self._source_prompt_format(name)
+            prompt_format = source_format(self.plan.tasks, name)
+            kind = self.plan.sources[name].kind
             data = LoadedSource(
-                train=self._render(train, prompt_format), calibration=self._render(data.calibration, prompt_format),
+                train=self._render(train, prompt_format, kind),
+                calibration=self._render(data.calibration, prompt_format, kind),
                 layer=data.layer, details={**data.details, "n_train": len(train), "prompt_format": prompt_format},
             )
             self._sources[name] = data
@@ -105,12 +108,7 @@ class RunInputs:
 
         return DataContext(cache_dir=Path(self.config.cache_dir), paths=dict(self.config.data))
 
-    def _source_prompt_format(self, source: str) -> str:
-        """A training source is rendered like the tasks it trains for."""
-        formats = {t.prompt_format for t in self.plan.tasks.values() if t.training_source == source}
-        return formats.pop() if len(formats) == 1 else "plain"
-
-    def _render(self, items: list[dict[str, Any]], prompt_format: str) -> list[dict[str, Any]]:
+    def _render(self, items: list[dict[str, Any]], prompt_format: str, kind: str) -> list[dict[str, Any]]:
         if prompt_format == "plain":
             return items
         from spd_bench.prompts import render_items
@@ -118,4 +116,4 @@ class RunInputs:
 
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self._model_folder())
-        return render_items(items, self._tokenizer, prompt_format)
+        return render_items(items, self._tokenizer, prompt_format, kind)

@@ -144,6 +144,16 @@ class Pipeline:
         """The model's content-derived identity, part of every stage key that depends on the model."""
         return self._model[2]
 
+    @cached_property
+    def model_provenance(self) -> dict[str, Any] | None:
+        """Where a built-in model's weights came from (a converted model's package and file hash), for each record."""
+        from spd_bench.builtin_models import BUILTIN_MODELS
+
+        if self.config.model not in BUILTIN_MODELS:
+            return None
+        describe = BUILTIN_MODELS.get(self.config.model).provenance
+        return describe(self._model[0]) if describe is not None else None
+
     @property
     def backend(self) -> Backend:
         """The model, resolved once into its backend on first need (a fully cached run never loads it)."""
@@ -365,7 +375,7 @@ class Pipeline:
             dtype=self.config.dtype if self._backend is None else self._backend.dtype,
             stage_keys=stage_keys, stage_log=self.stage_log, data_details=summary["data_details"],
             engine=self.plan.engine_settings, executor=self.executor_info, command=self.command,
-            cell=cell_label(cell),
+            cell=cell_label(cell), model_provenance=self.model_provenance,
         )
         record = build_record(config=self.config, cell=cell, method=method, task_name=task_name, task=self.plan.tasks[task_name],
                               domain=domain, score=summary, budget=trained.budget, training=trained.training,

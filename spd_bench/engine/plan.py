@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from spd_bench.config import RunConfig
 from spd_bench.errors import UserError
 from spd_bench.model_info import model_info
-from spd_bench.prompts import resolve_format
+from spd_bench.prompts import answer_stops, resolve_format
 from spd_bench.registry import METHODS
 from spd_bench.store import ensure_writable
 
@@ -98,8 +98,10 @@ def make_plan(config: RunConfig) -> Plan:
     ensure_writable(Path(config.output_dir), "output folder", "--output")
     ensure_writable(Path(config.cache_dir), "cache folder", "--cache-dir")
     info = model_info(config.model, Path(config.cache_dir))
-    tasks = {name: spec if spec.kind == "lm_eval" else replace(spec, prompt_format=_prompt_format(config, spec, info))
+    tasks = {name: spec if spec.kind == "lm_eval" else _in_format(spec, _prompt_format(config, spec, info))
              for name, spec in tasks.items()}
+    sources = {name: replace(spec, stop=answer_stops(spec.kind, spec.stop, source_format(tasks, name)))
+               for name, spec in sources.items()}
     notes = _check_model(config, info, methods)
     backend = choose_backend(config, info, methods, notes)
     native = [spec for spec in tasks.values() if spec.kind == "lm_eval"]
@@ -235,6 +237,20 @@ def _installed(dist: str) -> bool:
     except metadata.PackageNotFoundError:
         return False
     return True
+
+
+def source_format(tasks: dict[str, TaskSpec], source: str) -> str:
+    """A training source is rendered like the tasks it trains for (plain when they differ)."""
+    formats = {t.prompt_format for t in tasks.values() if t.training_source == source}
+    return formats.pop() if len(formats) == 1 else "plain"
+
+
+def _in_format(task: TaskSpec, prompt_format: str) -> TaskSpec:
+    """``task`` in its resolved format, with the stops and few-shot count that format takes: a code
+    task under a chat template is asked EvalPlus's zero-shot chat question (spd_bench.prompts)."""
+    chat_code = prompt_format == "chat" and task.kind == "code"
+    return replace(task, prompt_format=prompt_format, stop=answer_stops(task.kind, task.stop, prompt_format),
+                   num_fewshot=0 if chat_code else task.num_fewshot)
 
 
 def _prompt_format(config: RunConfig, task: Any, info: Any) -> str:

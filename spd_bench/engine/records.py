@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import platform
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -52,18 +53,20 @@ def git_commit() -> str | None:
 
 
 def command_line() -> str | None:
-    """The command as the user typed it, when the run came from the console script."""
-    return "spd-bench " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "spd-bench" else None
+    """The command as the user typed it, when the run came from the console script, quoted for a shell
+    (so ``--set 'train.target_modules=[q_proj, v_proj]'`` pastes back as one argument)."""
+    return shlex.join(["spd-bench", *sys.argv[1:]]) if Path(sys.argv[0]).name == "spd-bench" else None
 
 
 def provenance(model_key: str, device: str, dtype: str, stage_keys: dict[str, str | None],
                stage_log: list[dict[str, Any]], data_details: dict[str, Any], engine: dict[str, Any],
                executor: dict[str, Any] | None = None, command: str | None = None,
-               cell: str | None = None) -> dict[str, Any]:
+               cell: str | None = None, model_provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Where a record came from: software, model identity, device, inference engine, the executor
     that ran it (local or Ray: tasks, workers, devices; see engine/executors.py), each of its
     stages' key, time and cache use (``cell``'s own log entry where several cells used one stage),
-    and the command (``command``, else this process's)."""
+    the command (``command``, else this process's), and where a built-in model's weights came from
+    (``model_provenance``: package, version and file hash of a converted model; absent for others)."""
     def own(entry: dict[str, Any]) -> bool:  # a stage several cells share is timed for the cell that built it
         return cell is not None and (entry["cell"] == cell or entry["cell"].startswith(f"{cell} -> "))
 
@@ -78,6 +81,7 @@ def provenance(model_key: str, device: str, dtype: str, stage_keys: dict[str, st
         "stage_cached": {entry["stage"]: entry["cached"] for entry in mine},
         "data_details": data_details, "command": command if command is not None else command_line(),
         "executor": executor if executor is not None else {"name": "local"},
+        **({"model_provenance": model_provenance} if model_provenance else {}),
     }
 
 

@@ -12,7 +12,14 @@ from pathlib import Path
 from spd_bench.errors import UserError
 from spd_bench.leaderboard.ablation import sweep_folders
 from spd_bench.leaderboard.ablation_formats import build_ablations
-from spd_bench.leaderboard.collect import check_comparable, check_duplicates, load_stored, main_record_files, select
+from spd_bench.leaderboard.collect import (
+    check_comparable,
+    check_duplicates,
+    equivalence_margin,
+    load_stored,
+    main_record_files,
+    select,
+)
 from spd_bench.leaderboard.compare import compare_methods
 from spd_bench.leaderboard.diagnostics import diagnostics_tables
 from spd_bench.leaderboard.formats import FORMATS, check_formats, write_outputs
@@ -37,7 +44,8 @@ def build_leaderboard(
 
     ``methods`` and ``tasks`` also set the order of rows and columns; the base model is always
     kept as the reference row. ``metric`` replaces each task's primary metric. Records whose
-    evaluation settings differ within a task are refused unless ``allow_mixed``.
+    evaluation settings differ within a task are refused unless ``allow_mixed``. The equivalence
+    margin of the verdicts is the records' ``report.equivalence_margin``.
     """
     check_formats(formats)
     stored = select(load_stored(Path(results_dir)), models, methods, tasks)
@@ -49,7 +57,8 @@ def build_leaderboard(
     if not tables:
         known = sorted({m for s in stored for m in s.record.metrics})
         raise UserError(f"no record has metric {metric!r}; the records have {', '.join(known)}")
-    board = Leaderboard(tables, comparisons=compare_methods(tables, stored), diagnostics=diagnostics_tables(stored))
+    comparisons = compare_methods(tables, stored, equivalence_margin(stored))
+    board = Leaderboard(tables, comparisons=comparisons, diagnostics=diagnostics_tables(stored))
     if out_dir is not None:
         board.files = write_outputs(board, Path(out_dir), formats)
     return board

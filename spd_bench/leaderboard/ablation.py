@@ -4,25 +4,33 @@ A sweep folder ``<results>/sweeps/<name>/`` holds one folder of records per sett
 swept options, a ``reference/`` folder with the methods that do not depend on them (base,
 raw_sd, spd_random) and ``sweep.json`` (axes, values, mode, command). For every swept method
 and evaluation column the table gives the primary metric per option value, the mean over seeds
-with its 95% interval (stats.py) and the paired difference against raw_sd (compare.py).
+with its 95% interval and the paired difference against raw_sd, by the procedure of every table
+(stats.py), Holm-corrected over each table (one swept method, one block of settings).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from spd_bench.errors import UserError
-from spd_bench.leaderboard.collect import SWEEPS_DIR, StoredRecord, load_stored
-from spd_bench.leaderboard.compare import Comparison, bootstrap_differences, paired_differences, seed_scores, summarise
+from spd_bench.leaderboard.collect import SWEEPS_DIR, StoredRecord, equivalence_margin, load_stored
+from spd_bench.leaderboard.compare import (
+    Comparison,
+    column_margin,
+    compared,
+    corrected,
+    fallback_notes,
+    margin_reading,
+)
 from spd_bench.leaderboard.display import flatten
-from spd_bench.leaderboard.stats import CellStats, describe, seed_average
-from spd_bench.leaderboard.table import DOMAIN_TITLES, Column
+from spd_bench.leaderboard.stats import CellStats, describe
+from spd_bench.leaderboard.table import DOMAIN_TITLES, Column, scores_of
 from spd_bench.results import record_files
 
 MANIFEST = "sweep.json"
@@ -119,6 +127,7 @@ class Ablation:
     columns: list[Column]
     sections: list[Section]
     references: dict[str, dict[tuple[str, str], CellStats]]  # method -> column -> stats
+    margin: float  # report.equivalence_margin of the sweep's runs, in points
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -127,24 +136,43 @@ def _records(folder: Path) -> list[StoredRecord]:
     return load_stored(folder) if folder.is_dir() and record_files(folder) else []
 
 
-def _describe(records: list[StoredRecord], key: str) -> CellStats:
-    values = [s.record.metrics[s.record.primary_metric] for s in records]
-    return describe(values, seed_average([s.item_scores() for s in records]), key)
+def _describe(records: list[StoredRecord]) -> CellStats:
+    metric = records[0].record.primary_metric
+    return describe([s.record.metrics[metric] for s in records], scores_of(records, metric))
 
 
-def _delta(records: list[StoredRecord], reference: list[StoredRecord], stats: CellStats, key: str) -> Delta | None:
+def _delta(records: list[StoredRecord], reference: list[StoredRecord], stats: CellStats) -> Delta | None:
+    """The setting minus raw_sd, paired where both can be (Holm and the verdict are set per table)."""
     if not reference:
         return None
     metric = records[0].record.primary_metric  # raw_sd's records pair only when they score the same metric
-    ours, theirs = seed_scores(records, metric), seed_scores(reference, metric)
-    pair = paired_differences(ours, theirs) if ours is not None and theirs is not None else None
-    if pair is None:
+    ours = scores_of(records, metric)
+    theirs = scores_of(reference, metric) if all(metric in s.record.metrics for s in reference) else None
+    paired = None if ours is None or theirs is None else compared(records[0].record.method, VERSUS, ours, theirs)
+    if paired is None:
         mean = float(np.mean([s.record.metrics[s.record.primary_metric] for s in reference]))
         return Delta(stats.mean - mean, None, None)
-    seeds, diff = pair
-    draws = bootstrap_differences([diff], key, [key + "|" + VERSUS])[0]
-    compared = summarise(records[0].record.method, VERSUS, seeds, diff, draws)
-    return Delta(compared.difference, compared.interval, compared)
+    return Delta(paired.difference, paired.interval, paired)
+
+
+def _holm_per_table(sections: list[Section], columns: list[Column], margin: float) -> list[Section]:
+    """Each section with Holm over each of its tables (one per swept method) and the verdicts set.
+
+    Rows are replaced, not changed: in one-at-a-time mode the default setting's row is in every section.
+    """
+    margins = {(c.task, c.domain): column_margin(c, margin) for c in columns}
+    fixed = []
+    for section in sections:
+        rows = list(section.rows)
+        for method in dict.fromkeys(r.method for r in rows):
+            cells = {(i, task, domain): cell.delta.paired for i, r in enumerate(rows) if r.method == method
+                     for (task, domain), cell in r.cells.items() if cell.delta and cell.delta.paired}
+            for (i, task, domain), found in corrected(cells, {k: margins[k[1:]] for k in cells}).items():
+                cell = rows[i].cells[(task, domain)]
+                delta = replace(cell.delta, paired=found)  # type: ignore[arg-type]
+                rows[i] = replace(rows[i], cells={**rows[i].cells, (task, domain): replace(cell, delta=delta)})
+        fixed.append(Section(section.axes, rows))
+    return fixed
 
 
 def _by_column(records: list[StoredRecord]) -> dict[tuple[str, str, str], list[StoredRecord]]:
@@ -238,11 +266,10 @@ def build_ablation(folder: Path) -> Ablation:
                     continue
                 first = group[0].record
                 columns.setdefault((task, domain), Column(task, domain, first.primary_metric, first.higher_is_better, ()))
-                key = f"{folder.name}|{label}|{method}|{task}|{domain}"
-                stats = _describe(group, key)
+                stats = _describe(group)
                 versus = grouped.get((VERSUS, task, domain)) or shared.get((VERSUS, task, domain), [])
                 seeds = tuple(sorted(s.record.seed for s in group if s.record.seed is not None))
-                cells[(task, domain)] = AblationCell(stats, _delta(group, versus, stats, key), seeds)
+                cells[(task, domain)] = AblationCell(stats, _delta(group, versus, stats), seeds)
                 values = _record_values(group[0], axis_names)
             if cells:
                 rows.append(AblationRow(label, method, values, cells))
@@ -251,14 +278,16 @@ def build_ablation(folder: Path) -> Ablation:
                         observed[axis].append(value)
     for (m, task, domain), group in shared.items():  # run once: the same for every setting
         if m != "base":
-            references.setdefault(m, {})[(task, domain)] = _describe(group, f"{folder.name}|{m}|{task}|{domain}")
+            references.setdefault(m, {})[(task, domain)] = _describe(group)
     axes = {axis: _ordered(manifest.get("values", {}).get(axis), observed[axis]) for axis in axis_names}
     centers = manifest.get("center") or {a: Counter(map(value_text, observed[a])).most_common(1)[0][0] for a in axes}
     centers = {a: centers.get(a) for a in axes}
     mode = manifest.get("mode", "grid")
     ordered_columns = sorted(columns.values(), key=lambda c: (c.domain != "in", c.task))
     ordered_columns += _domain_means(ordered_columns, rows, references)
-    return Ablation(folder.name, axes, mode, ordered_columns, _sections(rows, axes, mode, centers), references)
+    margin = equivalence_margin(reference + [s for records in settings.values() for s in records])
+    sections = _holm_per_table(_sections(rows, axes, mode, centers), ordered_columns, margin)
+    return Ablation(folder.name, axes, mode, ordered_columns, sections, references, margin)
 
 
 def _domain_means(columns: list[Column], rows: list[AblationRow],
@@ -304,12 +333,17 @@ def _ordered(declared: list[Any] | None, observed: list[Any]) -> list[Any]:
 
 def reading(ablation: Ablation) -> str:
     """The one line under every ablation table and plot that says how to read it."""
-    versus = (f"Δ {VERSUS}: the setting minus {VERSUS} (paired by seed and item, paired bootstrap 95% interval)"
+    paired = [c.delta.paired for s in ablation.sections for r in s.rows for c in r.cells.values()
+              if c.delta and c.delta.paired]
+    versus = (f"Δ {VERSUS}: the setting minus {VERSUS} (paired by seed and item) [95% interval], then its verdict,"
+              f" bold where significant (Holm over the Δ cells of each table); {margin_reading(ablation.margin)}"
+              f"{fallback_notes({c.estimate.procedure for c in paired})}"
               if VERSUS in ablation.references or any(c.delta for s in ablation.sections for r in s.rows
                                                       for c in r.cells.values()) else f"no {VERSUS} records to compare with")
     layout = ("each block varies one option with the others at their default" if ablation.mode == "one_at_a_time"
               and len(ablation.axes) > 1 else "one row per setting of the options")
     means = ("; mean columns: the mean of a domain's accuracy columns, no interval (its tasks are not independent"
              " samples)" if any(c.task == DOMAIN_MEAN for c in ablation.columns) else "")
-    return (f"How to read: {layout}; each cell is the primary metric, mean over seeds [95% interval]"
-            f" (percentage points for accuracies, metric units for ↓ columns); {versus}{means}.")
+    return (f"How to read: {layout}; each cell is the primary metric, mean over seeds [95% interval: t over the seeds"
+            " with the item variance added, docs/statistics.md] (percentage points for accuracies, metric units for ↓"
+            f" columns); {versus}{means}.")

@@ -54,7 +54,7 @@ def render_ablation_png(ablation: Ablation) -> bytes:
                 interval = cell.stats.interval
                 xs.append(x)
                 ys.append(mean)
-                # max(0, ...): a percentile interval may, rarely, sit wholly on one side of the mean.
+                # max(0, ...): the interval is centred on the per-item mean, which can differ from the recorded metric.
                 low.append(max(0.0, mean - interval.low * column.scale) if interval else 0.0)
                 high.append(max(0.0, interval.high * column.scale - mean) if interval else 0.0)
             ax.errorbar(xs, ys, yerr=[low, high], fmt="o-", capsize=3, color="C0", label=method)

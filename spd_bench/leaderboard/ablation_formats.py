@@ -1,11 +1,13 @@
 """An ablation (ablation.py) as Markdown, tidy CSV, LaTeX and HTML, and every format written beside its sweep.
 
 The numbers of every format come from the same cell texts, so they always agree; each table
-ends with the one line that says how to read it (``ablation.reading``).
+ends with the one line that says how to read it (``ablation.reading``). With Markdown, the
+Δ raw_sd cells are also written as sentences (findings.md, findings.py) for READMEs to quote.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +23,9 @@ from spd_bench.leaderboard.ablation import (
     sweep_folders,
     value_text,
 )
+from spd_bench.leaderboard.compare import describe_comparison, margin_reading
 from spd_bench.leaderboard.display import MISSING, _decimals, number, rounded
+from spd_bench.leaderboard.findings import FINDINGS_FILE, grouped, sentence
 from spd_bench.leaderboard.formats import tex_text
 from spd_bench.leaderboard.stats import CellStats
 from spd_bench.leaderboard.table import Column
@@ -41,13 +45,27 @@ def stats_text(stats: CellStats, column: Column) -> str:
     return value if stats.interval is None else f"{value} {_interval(stats.interval.low, stats.interval.high, column)}"
 
 
-def delta_text(cell: AblationCell | None, column: Column) -> str:
-    """'+3.1 [-1.0, 7.0]': the difference against raw_sd and its paired interval."""
+@dataclass(frozen=True)
+class Shown:
+    """One table cell: its value, what follows it (interval, verdict), and whether the value is bold."""
+
+    value: str
+    rest: str = ""
+    bold: bool = False
+
+    def plain(self) -> str:
+        return f"{self.value} {self.rest}" if self.rest else self.value
+
+
+def delta_text(cell: AblationCell | None, column: Column) -> Shown:
+    """'+3.1 [-1.0, 7.0] inconclusive': the difference against raw_sd, its paired interval and verdict,
+    bold where significant after Holm over the table."""
     if cell is None or cell.delta is None:
-        return MISSING
-    value = number(cell.delta.value, column.scale, _decimals(column.higher_is_better), signed=True)
-    interval = cell.delta.interval
-    return value if interval is None else f"{value} {_interval(interval.low, interval.high, column)}"
+        return Shown(MISSING)
+    if cell.delta.paired is not None:
+        text = describe_comparison(cell.delta.paired, column)
+        return Shown(text.value, " ".join(p for p in (text.interval, text.verdict, text.mark) if p), text.significant)
+    return Shown(number(cell.delta.value, column.scale, _decimals(column.higher_is_better), signed=True))
 
 
 def _title(ablation: Ablation, section: Section, method: str) -> str:
@@ -62,25 +80,41 @@ def _methods(ablation: Ablation) -> list[str]:
     return list(dict.fromkeys(row.method for s in ablation.sections for row in s.rows))
 
 
-def _table_rows(ablation: Ablation, section: Section, method: str) -> list[list[str]]:
-    """Header, then one row per setting and one per reference method: cells as plain text."""
+def _table_rows(ablation: Ablation, section: Section, method: str) -> tuple[list[str], list[list[Shown]]]:
+    """Header, then one row per setting and one per reference method."""
     header = [axis_label(a) for a in section.axes]
     for column in ablation.columns:
         header += [f"{column.task} ({column.domain}) {column.metric_label}", f"Δ {VERSUS}"]
-    rows = [header]
+    rows = []
     for row in _section_rows(section, method):
-        line = [value_text(row.values[a]) for a in section.axes]
+        line = [Shown(value_text(row.values[a])) for a in section.axes]
         for column in ablation.columns:
             cell = row.cells.get((column.task, column.domain))
-            line += [stats_text(cell.stats, column) if cell else MISSING, delta_text(cell, column)]
+            line += [Shown(stats_text(cell.stats, column) if cell else MISSING), delta_text(cell, column)]
         rows.append(line)
     for name, by_column in ablation.references.items():
-        line = [f"{name} (reference)"] + [""] * (len(section.axes) - 1)
+        line = [Shown(f"{name} (reference)")] + [Shown("")] * (len(section.axes) - 1)
         for column in ablation.columns:
             stats = by_column.get((column.task, column.domain))
-            line += [stats_text(stats, column) if stats else MISSING, ""]
+            line += [Shown(stats_text(stats, column) if stats else MISSING), Shown("")]
         rows.append(line)
-    return rows
+    return header, rows
+
+
+def _md(cell: Shown) -> str:
+    return Shown(f"**{cell.value}**", cell.rest).plain() if cell.bold else cell.plain()
+
+
+def _tex(cell: Shown) -> str:
+    value = rf"\textbf{{{tex_text(cell.value)}}}" if cell.bold else tex_text(cell.value)
+    return f"{value} {tex_text(cell.rest)}" if cell.rest else value
+
+
+def _html(cell: Shown) -> str:
+    from html import escape
+
+    value = f"<strong>{escape(cell.value)}</strong>" if cell.bold else escape(cell.value)
+    return f"{value} {escape(cell.rest)}" if cell.rest else value
 
 
 def render_markdown(ablation: Ablation) -> str:
@@ -89,10 +123,10 @@ def render_markdown(ablation: Ablation) -> str:
         for section in ablation.sections:
             if not _section_rows(section, method):
                 continue
-            header, *body = _table_rows(ablation, section, method)
+            header, body = _table_rows(ablation, section, method)
             lines += [f"### {_title(ablation, section, method)}", "", "| " + " | ".join(header) + " |",
                       "|---" * len(section.axes) + "|---:" * (len(header) - len(section.axes)) + "|"]
-            lines += ["| " + " | ".join(cells) + " |" for cells in body]
+            lines += ["| " + " | ".join(_md(c) for c in cells) + " |" for cells in body]
             lines += ["", f"_{reading(ablation)}_", ""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -120,7 +154,12 @@ def render_csv(ablation: Ablation) -> str:
             f"delta_vs_{VERSUS}": rounded(delta.value, column.scale) if delta else None,
             "delta_ci_low": rounded(delta.interval.low, column.scale) if delta and delta.interval else None,
             "delta_ci_high": rounded(delta.interval.high, column.scale) if delta and delta.interval else None,
+            "delta_df": rounded(paired.estimate.df) if paired else None,
+            "delta_procedure": paired.estimate.procedure if paired else None,
             "delta_p": rounded(paired.p_value) if paired else None,
+            "delta_p_holm": rounded(paired.p_holm) if paired else None,
+            "delta_verdict": paired.verdict if paired else None,
+            "delta_equivalence_margin": rounded(paired.margin, column.scale) if paired else None,
         }
 
     for section in ablation.sections:
@@ -146,12 +185,12 @@ def render_latex(ablation: Ablation) -> str:
         for section in ablation.sections:
             if not _section_rows(section, method):
                 continue
-            header, *body = _table_rows(ablation, section, method)
+            header, body = _table_rows(ablation, section, method)
             lines += [r"\begin{table}[t]", r"\centering", r"\scriptsize",
                       rf"\caption{{{tex_text(_title(ablation, section, method))}}}",
                       r"\begin{tabular}{" + "l" * len(section.axes) + "r" * (len(header) - len(section.axes)) + "}",
                       r"\toprule", " & ".join(tex_text(h) for h in header) + r" \\", r"\midrule"]
-            lines += [" & ".join(tex_text(c) for c in cells) + r" \\" for cells in body]
+            lines += [" & ".join(_tex(c) for c in cells) + r" \\" for cells in body]
             lines += [r"\bottomrule", r"\end{tabular}", "", r"\smallskip", tex_text(reading(ablation)) + r"\par",
                       r"\end{table}", ""]
     return "\n".join(lines)
@@ -169,14 +208,36 @@ def render_html(ablation: Ablation) -> str:
         for section in ablation.sections:
             if not _section_rows(section, method):
                 continue
-            header, *body = _table_rows(ablation, section, method)
+            header, body = _table_rows(ablation, section, method)
             parts += [f"<h3>{escape(_title(ablation, section, method))}</h3><table>",
                       f"<caption>{escape(reading(ablation))}</caption>",
                       "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"]
-            parts += ["<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>" for cells in body]
+            parts += ["<tr>" + "".join(f"<td>{_html(c)}</td>" for c in cells) + "</tr>" for cells in body]
             parts.append("</table>")
     parts += [f"<p><img src='{ABLATION_FILE}.png' alt='metric against each option value'></p>", "</body></html>"]
     return "\n".join(parts) + "\n"
+
+
+def render_findings(ablation: Ablation) -> str:
+    """findings.md of a sweep: per table, a sentence for each paired Δ raw_sd cell, grouped by verdict."""
+    lines = [f"# Findings: sweep {ablation.name}", "",
+             "Generated by `spd-bench leaderboard` from the Δ raw_sd cells of ablation.md (the same cells, the same"
+             " numbers); quote these sentences rather than retyping them."]
+    for method in _methods(ablation):
+        for section in ablation.sections:
+            pairs = []
+            for row in _section_rows(section, method):
+                subject = f"{method} ({', '.join(f'{axis_label(a)}={value_text(row.values[a])}' for a in section.axes)})"
+                for column in ablation.columns:
+                    cell = row.cells.get((column.task, column.domain))
+                    paired = cell.delta.paired if cell is not None and cell.delta is not None else None
+                    if paired is not None:
+                        pairs.append((paired.verdict, sentence(subject, VERSUS, paired, column, f"sweep {ablation.name}")))
+            if pairs:
+                lines += ["", f"## {_title(ablation, section, method)}", "",
+                          f"Holm over the {len(pairs)} Δ {VERSUS} cells of this table; {margin_reading(ablation.margin)}."]
+                lines += grouped(pairs)
+    return "\n".join(lines) + "\n"
 
 
 def _png(ablation: Ablation) -> bytes:
@@ -196,13 +257,16 @@ ABLATION_FORMATS = tuple(RENDERERS)
 
 
 def write_ablation(ablation: Ablation, out_dir: Path, formats: list[str]) -> dict[str, Path]:
-    """``ablation.<format>`` in ``out_dir`` for each of ``formats``."""
+    """``ablation.<format>`` in ``out_dir`` for each of ``formats``, and findings.md beside the Markdown."""
     written = {}
     for name in formats:
         if name in RENDERERS:
             path = out_dir / f"{ABLATION_FILE}.{name}"
             atomic_write_bytes(path, RENDERERS[name](ablation))
             written[name] = path
+    if "md" in formats:
+        atomic_write_bytes(out_dir / FINDINGS_FILE, render_findings(ablation).encode())
+        written[FINDINGS_FILE] = out_dir / FINDINGS_FILE
     ablation.files = written
     return written
 

@@ -43,7 +43,7 @@ def render_png(board: Leaderboard) -> bytes:
                 xs.append(j - 0.4 + width * (i + 0.5))
                 heights.append(delta)
                 interval = cell.stats.delta_interval
-                # max(0, ...): a percentile interval may, rarely, sit wholly on one side of the mean.
+                # max(0, ...): the interval is centred on the paired seeds' difference, which can sit off the bar.
                 low_err.append(max(0.0, delta - interval.low * column.scale) if interval else 0.0)
                 high_err.append(max(0.0, interval.high * column.scale - delta) if interval else 0.0)
             ax.bar(xs, heights, width, yerr=[low_err, high_err], capsize=3, label=row.label, color=colors[row.method])

@@ -42,8 +42,13 @@ class StoredRecord:
 
 
 def main_record_files(results_dir: Path) -> list[Path]:
-    """The record files under ``results_dir`` outside its ``sweeps/`` folder (each sweep has its own tables)."""
-    return [p for p in record_files(results_dir) if p.relative_to(results_dir).parts[0] != SWEEPS_DIR]
+    """The record files under ``results_dir`` outside its ``sweeps/`` folder and outside any nested
+    results folder (a subfolder with its own ``records/``, e.g. results/smollm2/): each has its own tables."""
+    def own(path: Path) -> bool:
+        top = path.relative_to(results_dir).parts[0]
+        return top != SWEEPS_DIR and not (top != "records" and (results_dir / top / "records").is_dir())
+
+    return [p for p in record_files(results_dir) if own(p)]
 
 
 def load_stored(results_dir: Path) -> list[StoredRecord]:
@@ -138,6 +143,21 @@ def settings_conflicts(stored: list[StoredRecord]) -> list[str]:
                 f"{model}/{task}: {method} was trained on different sources ({', '.join(sorted(sources))})"
             )
     return conflicts
+
+
+def equivalence_margin(stored: list[StoredRecord]) -> float:
+    """The runs' ``report.equivalence_margin`` (points), the config's default for records from before the field.
+
+    Records that disagree are refused: one table's verdicts need one margin.
+    """
+    from spd_bench.config import ReportConfig
+
+    default = ReportConfig().equivalence_margin
+    found = {float(s.record.config.get("report", {}).get("equivalence_margin", default)) for s in stored}
+    if len(found) > 1:
+        raise UserError(f"the records disagree on report.equivalence_margin ({', '.join(f'{m:g}' for m in sorted(found))});"
+                        " re-run with one value, or choose records with --models/--methods/--tasks")
+    return found.pop() if found else default
 
 
 def check_comparable(stored: list[StoredRecord], allow_mixed: bool) -> list[str]:

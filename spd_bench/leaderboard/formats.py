@@ -1,7 +1,8 @@
 """Text formats of the leaderboard (Markdown, tidy CSV, LaTeX) and writing every format to disk.
 
 The paired comparisons between methods follow the leaderboard in every format; in CSV, whose
-one tidy table cannot hold a second one, they go to their own file (COMPARISONS_CSV). Files are
+one tidy table cannot hold a second one, they go to their own file (COMPARISONS_CSV), and beside
+the Markdown their sentences go to findings.md (findings.py), for READMEs to quote. Files are
 written to a temporary name beside the target and renamed into place, so a reader never sees
 half a table and an interrupted run leaves the previous file intact.
 """
@@ -14,7 +15,6 @@ from typing import Callable
 
 from spd_bench.errors import UserError
 from spd_bench.leaderboard.compare import (
-    N_PAIRED_RESAMPLES,
     SECTION_TITLE,
     ComparisonTable,
     ComparisonText,
@@ -27,6 +27,8 @@ from spd_bench.leaderboard.diagnostics import DIAGNOSTICS_CSV, READING, Diagnost
 from spd_bench.leaderboard.diagnostics import SECTION_TITLE as DIAGNOSTICS_TITLE
 from spd_bench.leaderboard.diagnostics import render_csv as render_diagnostics_csv
 from spd_bench.leaderboard.display import MISSING, CellText, cell_text, rounded, summary_header, summary_text
+from spd_bench.leaderboard.findings import FINDINGS_FILE, render_findings
+from spd_bench.leaderboard.stats import SEEDS_ONLY
 from spd_bench.leaderboard.table import DOMAIN_TITLES, Leaderboard, ModelTable
 from spd_bench.store import atomic_write_bytes
 
@@ -62,7 +64,7 @@ def _md_comparison_cell(text: ComparisonText | None) -> str:
     if text is None:
         return MISSING
     value = f"**{text.value}**" if text.significant else text.value
-    return " ".join((value, text.interval, text.tests, text.mde))
+    return f"{value} {text.summary}"
 
 
 def _md_comparison(compared: ComparisonTable) -> list[str]:
@@ -147,7 +149,8 @@ def render_csv(board: Leaderboard) -> str:
 
 _COMPARISON_FIELDS = [
     "model", "versus", "method", "task", "domain", "metric", "higher_is_better", "unit", "seeds", "n_items",
-    "difference", "ci_low", "ci_high", "se", "p_value", "p_holm", "holm_family_size", "mde", "resamples",
+    "difference", "ci_low", "ci_high", "se", "df", "procedure", "p_value", "p_holm", "holm_family_size", "verdict",
+    "equivalence_margin",
 ]
 
 
@@ -174,16 +177,18 @@ def render_comparisons_csv(board: Leaderboard) -> str:
                         "higher_is_better": column.higher_is_better,
                         "unit": "points" if column.higher_is_better else "metric",
                         "seeds": ";".join(str(x) for x in cell.seeds),
-                        "n_items": cell.n_items,
+                        "n_items": None if cell.estimate.procedure == SEEDS_ONLY else cell.n_items,
                         "difference": rounded(cell.difference, scale),
                         "ci_low": rounded(cell.interval.low, scale),
                         "ci_high": rounded(cell.interval.high, scale),
-                        "se": rounded(cell.se, scale),
+                        "se": rounded(cell.estimate.se, scale),
+                        "df": rounded(cell.estimate.df),
+                        "procedure": cell.estimate.procedure,
                         "p_value": rounded(cell.p_value),
                         "p_holm": rounded(cell.p_holm),
                         "holm_family_size": len(compared.cells),
-                        "mde": rounded(cell.mde, scale),
-                        "resamples": N_PAIRED_RESAMPLES,
+                        "verdict": cell.verdict,
+                        "equivalence_margin": rounded(cell.margin, scale),
                     }
                 )
     return pd.DataFrame.from_records(records, columns=_COMPARISON_FIELDS).to_csv(index=False, lineterminator="\n")
@@ -206,6 +211,8 @@ _TEX_CHARS = {
     ">": r"\textgreater{}",
     "↓": r"$\downarrow$",
     "†": r"$^\dagger$",
+    "‡": r"$^\ddagger$",
+    "§": r"\S{}",
     "—": "---",
 }
 
@@ -281,7 +288,7 @@ def _tex_comparison_cell(text: ComparisonText | None) -> str:
     if text is None:
         return "---"
     value = rf"\textbf{{{text.value}}}" if text.significant else text.value
-    extra = tex_escape(f"{text.interval} {text.tests} {text.mde}")
+    extra = tex_text(text.summary)
     return rf"\begin{{tabular}}[t]{{@{{}}r@{{}}}}{value}\\{{\tiny {extra}}}\end{{tabular}}"
 
 
@@ -358,6 +365,7 @@ RENDERERS: dict[str, Callable[[Leaderboard], bytes]] = {
 }
 FORMATS = tuple(RENDERERS)
 COMPANIONS: dict[str, list[tuple[str, Callable[[Leaderboard], bytes | None]]]] = {
+    "md": [(FINDINGS_FILE, lambda board: render_findings(board.comparisons).encode())],
     "csv": [(COMPARISONS_CSV, lambda board: render_comparisons_csv(board).encode()),
             (DIAGNOSTICS_CSV,  # only when some record has diagnostics
              lambda board: render_diagnostics_csv(board.diagnostics).encode() if board.diagnostics else None)],

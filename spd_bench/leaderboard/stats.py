@@ -1,36 +1,217 @@
-"""Cell statistics: mean over seeds, spread, 95% intervals and change against the base model.
+"""The one inference procedure of every table: means, differences, 95% intervals, p-values, Holm, verdicts.
 
-On small evaluation sets most of the noise comes from which items were drawn, so intervals are
-bootstrapped over evaluation items whenever per-item scores exist; otherwise the spread over
-seeds gives a t-interval. Resampling is seeded per cell, so tables are reproducible.
+A benchmark number has two sources of noise: which training runs (seeds) were drawn and which
+evaluation items were drawn. With 3-10 seeds the first needs Student-t quantiles and the second
+is shared by every seed (all seeds score the same items), so it never shows in the spread over
+seeds. ``estimate`` therefore takes a seeds-by-items matrix (scores, or paired differences),
+uses the spread of the seed means with the item variance added, and a t quantile whose degrees
+of freedom go from S - 1 (seed noise dominates) to n - 1 (item noise dominates) with their
+shares of the variance. docs/statistics.md argues the choice; tests/test_statistics_coverage.py
+checks its coverage by simulation. The same function gives the leaderboard's cell intervals, the
+change against base, the bold marks, the paired comparison tables and the sweep tables.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import zlib
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
-N_RESAMPLES = 2000
-RNG_SEED = 0
-_MAX_DRAWS_PER_CHUNK = 2_000_000  # bounds bootstrap memory on large evaluation sets
+ALPHA = round(1 - CONFIDENCE, 10)
+
+# How an estimate was made, from the richest data to the poorest (shown in CSVs and tooltips).
+SEEDS_AND_ITEMS = "seeds+items t"  # the procedure: seed-level spread plus the shared item variance
+ITEMS_ONLY = "items t (1 seed)"  # one seed (or the base model): training-run variance cannot be seen
+SEEDS_ONLY = "seeds t (no items)"  # no per-item scores: the shared item variance cannot be seen
+
+HIGHER, LOWER, EQUIVALENT, INCONCLUSIVE = "higher", "lower", "equivalent", "inconclusive"
+
+SeedScores = dict[int | None, np.ndarray]  # seed (None: the base model's single evaluation) -> scores
 
 
 @dataclass(frozen=True)
 class Interval:
     low: float
     high: float
-    method: str  # "bootstrap" (over items) or "t" (over seeds)
+    method: str  # one of SEEDS_AND_ITEMS, ITEMS_ONLY, SEEDS_ONLY
 
-    def shifted(self, by: float) -> Interval:
-        return Interval(self.low + by, self.high + by, self.method)
 
-    def overlaps(self, other: Interval) -> bool:
-        return self.low <= other.high and other.low <= self.high
+@dataclass(frozen=True)
+class Estimate:
+    """A mean over seeds and items with its standard error and the t degrees of freedom for it."""
+
+    mean: float
+    se: float
+    df: float
+    procedure: str
+    n_seeds: int
+    n_items: int  # 1 where only per-seed values exist
+
+    @property
+    def interval(self) -> Interval:
+        half = float(scipy_stats.t.ppf(0.5 + CONFIDENCE / 2, self.df)) * self.se
+        return Interval(self.mean - half, self.mean + half, self.procedure)
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided, against a true value of 0."""
+        if self.se == 0.0:
+            return 1.0 if self.mean == 0.0 else 0.0
+        return float(2.0 * scipy_stats.t.sf(abs(self.mean) / self.se, self.df))
+
+
+def _mean_squares(matrix: np.ndarray) -> tuple[float, float]:
+    """(MS_items, MS_residual) of the two-way ANOVA of seeds x items."""
+    n_seeds, n_items = matrix.shape
+    seed_means, item_means, grand = matrix.mean(axis=1), matrix.mean(axis=0), matrix.mean()
+    ms_items = n_seeds * float(item_means.var(ddof=1))
+    residual = matrix - seed_means[:, None] - item_means[None, :] + grand
+    return ms_items, float((residual**2).sum()) / ((n_seeds - 1) * (n_items - 1))
+
+
+def _item_variance(matrix: np.ndarray) -> float:
+    """Variance of the overall mean due to the items, which every seed shares.
+
+    Two-way ANOVA of seeds x items: (MS_items - MS_residual) / (n S) estimates var(item effect) / n
+    without the seed-by-item noise, which the seed spread already holds. Clipped at 0.
+    """
+    n_seeds, n_items = matrix.shape
+    ms_items, ms_residual = _mean_squares(matrix)
+    return max(0.0, ms_items - ms_residual) / (n_items * n_seeds)
+
+
+def _share_weighted_df(seed_part: float, item_part: float, n_seeds: int, n_items: int) -> float:
+    """1 / df = sum over the two variance parts of (share of the variance) / (its own df).
+
+    S - 1 where the seeds dominate, n - 1 where the items do. Satterthwaite's squared shares
+    raise the df too fast when the seed part rests on 2-4 df and covers 92% at S = 3 in the
+    simulation; the plain shares keep coverage and the p-value's calibration (docs/statistics.md).
+    """
+    total = seed_part + item_part
+    if total == 0.0:
+        return float(n_seeds - 1)
+    return 1.0 / (seed_part / total / (n_seeds - 1) + item_part / total / max(1, n_items - 1))
+
+
+def estimate(matrix: np.ndarray) -> Estimate | None:
+    """The mean of a seeds x items matrix with its SE and df; None with one seed and one item.
+
+    Two or more seeds: var = var(seed means) / S + item variance (``_item_variance``), t with
+    share-weighted df. One seed: item-level t with n - 1 df, which cannot include the variance
+    between training runs. One column (per-seed values without per-item scores): t(S - 1) over
+    seeds, which cannot include the items' shared variance.
+    """
+    n_seeds, n_items = matrix.shape
+    mean = float(matrix.mean())
+    if n_seeds >= 2:
+        seed_part = float(matrix.mean(axis=1).var(ddof=1)) / n_seeds
+        item_part = _item_variance(matrix) if n_items >= 2 else 0.0
+        if seed_part + item_part == 0.0 and n_items >= 2:
+            # 0/1 scores whose seed means coincide (each seed changes as many items) and an item part
+            # clipped at 0: fall back to what the seed-by-item noise alone puts into the mean, rather
+            # than a zero-width interval that claims certainty
+            seed_part = _mean_squares(matrix)[1] / (n_items * n_seeds)
+        df = _share_weighted_df(seed_part, item_part, n_seeds, n_items)
+        procedure = SEEDS_AND_ITEMS if n_items >= 2 else SEEDS_ONLY
+        return Estimate(mean, math.sqrt(seed_part + item_part), df, procedure, n_seeds, n_items)
+    if n_items >= 2:
+        se = math.sqrt(float(matrix[0].var(ddof=1)) / n_items)
+        return Estimate(mean, se, float(n_items - 1), ITEMS_ONLY, 1, n_items)
+    return None
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm step-down adjusted p-values: the i-th smallest is max over j <= i of (m - j + 1) p_(j), capped at 1."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p, kind="stable")
+    stepped = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order])
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(1.0, stepped)
+    return adjusted.tolist()
+
+
+def verdict(estimate: Estimate, p_holm: float, margin: float | None) -> str:
+    """higher / lower where significant after Holm; equivalent where the 95% interval lies inside
+    (-margin, +margin); inconclusive otherwise. ``margin`` None: the column has no margin."""
+    if p_holm < ALPHA:
+        return HIGHER if estimate.mean > 0 else LOWER
+    interval = estimate.interval
+    if margin is not None and -margin < interval.low and interval.high < margin:
+        return EQUIVALENT
+    return INCONCLUSIVE
+
+
+# Scores of one method on one column -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One method's scores on one column, by seed: per-item scores where every record has them, and
+    the metric's value (as a one-element array), so two methods can always be paired on the latter."""
+
+    items: SeedScores | None
+    values: SeedScores
+
+    def matrix(self) -> np.ndarray:
+        """Seeds x items (or seeds x 1 without per-item scores), rows in seed order."""
+        chosen = self.items if self.items is not None else self.values
+        return np.stack([chosen[s] for s in sorted(chosen, key=lambda s: -1 if s is None else s)])
+
+
+def item_matrix(item_scores: list[list[float] | None]) -> np.ndarray | None:
+    """Per-item scores, one row per seed; None unless every seed scored the same number of items."""
+    if not item_scores or any(s is None or len(s) == 0 for s in item_scores):
+        return None
+    if len({len(s) for s in item_scores if s is not None}) != 1:
+        return None
+    return np.asarray(item_scores, dtype=float)
+
+
+def make_scores(seeds: list[int | None], values: list[float], item_scores: list[list[float] | None]) -> Scores | None:
+    """Scores of records listed in the same order; None when two records share a seed (mixed sources)."""
+    if not seeds or len(set(seeds)) < len(seeds):
+        return None
+    matrix = item_matrix(item_scores)
+    items = None if matrix is None else dict(zip(seeds, matrix, strict=True))
+    return Scores(items, {s: np.array([v], dtype=float) for s, v in zip(seeds, values, strict=True)})
+
+
+def _at(scores: SeedScores, seed: int) -> np.ndarray | None:
+    """A seed's scores; the base model's single evaluation stands for every seed."""
+    return scores[None] if None in scores else scores.get(seed)
+
+
+def paired_differences(scores: SeedScores, reference: SeedScores) -> tuple[tuple[int, ...], np.ndarray] | None:
+    """Per-seed, per-item differences (scores minus reference), one row per paired seed.
+
+    Seeds pair where both have them; the base model, evaluated once with no seed, pairs with
+    every seed of the other side. None when no seed pairs or the two scored different items.
+    """
+    seeds = sorted(s for s in set(scores) | set(reference)
+                   if s is not None and _at(scores, s) is not None and _at(reference, s) is not None)
+    if not seeds:
+        return None
+    rows = [(_at(scores, s), _at(reference, s)) for s in seeds]
+    if len({len(a) for a, _ in rows} | {len(b) for _, b in rows}) != 1:
+        return None
+    return tuple(seeds), np.stack([a - b for a, b in rows])
+
+
+def pair(scores: Scores, reference: Scores) -> tuple[tuple[int, ...], np.ndarray] | None:
+    """Differences paired by seed and by item where both have per-item scores, else by seed on the values."""
+    if scores.items is not None and reference.items is not None:
+        paired = paired_differences(scores.items, reference.items)
+        if paired is not None:
+            return paired
+    return paired_differences(scores.values, reference.values)
+
+
+# Leaderboard cells ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -47,83 +228,33 @@ class CellStats:
     best: bool = False
 
 
-def item_matrix(item_scores: list[list[float] | None]) -> np.ndarray | None:
-    """Per-item scores, one row per seed; None unless every seed scored the same number of items.
-
-    Shared by the cell intervals (seed-averaged) and the paired comparisons (seed by seed).
-    """
-    if not item_scores or any(s is None or len(s) == 0 for s in item_scores):
-        return None
-    if len({len(s) for s in item_scores if s is not None}) != 1:
-        return None
-    return np.asarray(item_scores, dtype=float)
-
-
-def seed_average(item_scores: list[list[float] | None]) -> np.ndarray | None:
-    """Per-item scores averaged over seeds; None unless every seed scored the same number of items."""
-    matrix = item_matrix(item_scores)
-    return None if matrix is None else matrix.mean(axis=0)
-
-
-def t_interval(values: list[float]) -> Interval | None:
-    """Student-t interval of the mean over seeds; None below two seeds."""
-    from scipy.stats import t
-
-    n = len(values)
-    if n < 2:
-        return None
-    mean = float(np.mean(values))
-    half = float(t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * float(np.std(values, ddof=1)) / math.sqrt(n)
-    return Interval(mean - half, mean + half, "t")
-
-
-def bootstrap_interval(item_scores: np.ndarray, key: str) -> Interval:
-    """Percentile interval of the item mean, resampling items with replacement.
-
-    ``key`` names the cell: it seeds the generator, so each cell is reproducible on its own.
-    """
-    rng = np.random.default_rng([RNG_SEED, zlib.crc32(key.encode())])
-    n = len(item_scores)
-    chunk = max(1, _MAX_DRAWS_PER_CHUNK // n)
-    means: list[np.ndarray] = []
-    for start in range(0, N_RESAMPLES, chunk):
-        size = min(chunk, N_RESAMPLES - start)
-        means.append(item_scores[rng.integers(0, n, size=(size, n))].mean(axis=1))
-    tail = 100 * (1 - CONFIDENCE) / 2
-    low, high = np.percentile(np.concatenate(means), [tail, 100 - tail])
-    return Interval(float(low), float(high), "bootstrap")
-
-
-def describe(values: list[float], items: np.ndarray | None, key: str) -> CellStats:
-    """Mean, spread and interval of one cell from its per-seed values and seed-averaged items."""
-    interval = bootstrap_interval(items, key) if items is not None else t_interval(values)
+def describe(values: list[float], scores: Scores | None) -> CellStats:
+    """Mean and spread of one cell's per-seed values, and the interval of ``estimate`` on its scores."""
+    found = estimate(scores.matrix()) if scores is not None else None
     sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    interval = found.interval if found is not None else None
     return CellStats(mean=float(np.mean(values)), sd=sd, n_seeds=len(values), interval=interval)
 
 
-def against_base(
-    cell: CellStats, items: np.ndarray | None, base: CellStats, base_items: np.ndarray | None, key: str
-) -> CellStats:
-    """Add the change against the base model.
-
-    With per-item scores on both sides the change is bootstrapped on paired items (the same
-    items are drawn for both); otherwise the cell's interval is shifted by the base mean.
-    """
-    delta = cell.mean - base.mean
-    if items is not None and base_items is not None and len(items) == len(base_items):
-        delta_interval: Interval | None = bootstrap_interval(items - base_items, key + "/delta")
-    else:
-        delta_interval = cell.interval.shifted(-base.mean) if cell.interval else None
-    delta_rel = delta / base.mean if base.mean != 0 else None
-    return dataclasses.replace(cell, delta=delta, delta_rel=delta_rel, delta_interval=delta_interval)
+def against_base(cell: CellStats, scores: Scores | None, base: CellStats, base_scores: Scores | None) -> CellStats:
+    """Add the change against the base model, its interval paired with the base's single evaluation."""
+    paired = pair(scores, base_scores) if scores is not None and base_scores is not None else None
+    found = estimate(paired[1]) if paired is not None else None
+    delta_rel = (cell.mean - base.mean) / base.mean if base.mean != 0 else None
+    return dataclasses.replace(cell, delta=cell.mean - base.mean, delta_rel=delta_rel,
+                               delta_interval=found.interval if found is not None else None)
 
 
-def best_of(cells: dict[str, CellStats], higher_is_better: bool) -> str | None:
-    """The key of the best cell, only when its interval clears the runner-up's; else None."""
-    if len(cells) < 2:
+def best_versus_runner_up(means: dict[str, float], scores: dict[str, Scores | None],
+                          higher_is_better: bool) -> tuple[str, Estimate] | None:
+    """The best method by mean and the paired estimate of (best - runner-up), oriented so that
+    positive means better; None without a runner-up, with a tie, or when the two cannot be paired."""
+    if len(means) < 2:
         return None
-    ranked = sorted(cells, key=lambda k: cells[k].mean, reverse=higher_is_better)
-    best, runner_up = cells[ranked[0]], cells[ranked[1]]
-    if best.mean == runner_up.mean or best.interval is None or runner_up.interval is None:
+    ranked = sorted(means, key=lambda k: means[k], reverse=higher_is_better)
+    best, runner_up = ranked[0], ranked[1]
+    if means[best] == means[runner_up] or scores.get(best) is None or scores.get(runner_up) is None:
         return None
-    return None if best.interval.overlaps(runner_up.interval) else ranked[0]
+    paired = pair(scores[best], scores[runner_up])  # type: ignore[arg-type]
+    found = estimate(paired[1] if higher_is_better else -paired[1]) if paired is not None else None
+    return None if found is None else (best, found)

@@ -15,7 +15,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spd_bench.leaderboard.collect import DOMAINS, StoredRecord
-from spd_bench.leaderboard.stats import N_RESAMPLES, RNG_SEED, CellStats, against_base, best_of, describe, seed_average
+from spd_bench.leaderboard.stats import (
+    ALPHA,
+    SEEDS_AND_ITEMS,
+    CellStats,
+    Scores,
+    against_base,
+    best_versus_runner_up,
+    describe,
+    holm,
+    make_scores,
+)
 
 if TYPE_CHECKING:  # compare.py builds on these tables, so it is imported only for the annotation
     from spd_bench.leaderboard.compare import ComparisonTable
@@ -29,9 +39,11 @@ DOMAIN_TITLES = {"in": "in-domain", "out": "out-of-domain"}
 LEGEND = [
     "Each cell: mean over seeds, ±standard deviation over seeds (where there are several), [95% interval], change against base"
     " (percentage points for accuracies, metric units for ↓ columns).",
-    f"Intervals: bootstrap over evaluation items ({N_RESAMPLES} resamples, seed {RNG_SEED}) where per-item"
-    " scores exist, otherwise a t-interval over seeds; none for a single evaluation without per-item scores.",
-    "Bold: best in its column, marked only where its interval does not overlap the runner-up's."
+    f"Intervals ({SEEDS_AND_ITEMS}, docs/statistics.md): t over the seed means with the variance of the shared"
+    " evaluation items added; one seed or the base model: t over items; no per-item scores: t over seeds;"
+    " none for a single evaluation without per-item scores.",
+    f"Bold: best in its column, marked only where its paired difference from the runner-up is significant"
+    f" (same procedure, Holm over the table's columns, p below {ALPHA:g})."
     " ↓: lower is better. †: fewer seeds than the method has elsewhere.",
 ]
 
@@ -161,17 +173,21 @@ def _column(task: str, domain: str, records: list[StoredRecord], metric: str | N
     return Column(task, domain, chosen, bool(_most_common([r.higher_is_better for r in having])), layers)
 
 
-def _method_cells(
-    model: str, method: str, column: Column, records: list[StoredRecord]
-) -> dict[str, tuple[Cell, np.ndarray | None]]:
-    """Every metric of one method on one column, with the seed-averaged per-item scores."""
+def scores_of(records: list[StoredRecord], metric: str) -> Scores | None:
+    """One method's scores on a column for ``metric``: per-item scores only where it is every record's
+    primary metric (the samples files hold the primary metric's scores); None when seeds repeat."""
+    primary = all(s.record.primary_metric == metric for s in records)
+    return make_scores([s.record.seed for s in records], [float(s.record.metrics[metric]) for s in records],
+                       [s.item_scores() for s in records] if primary else [])
+
+
+def _method_cells(model: str, method: str, column: Column,
+                  records: list[StoredRecord]) -> dict[str, tuple[Cell, Scores | None]]:
+    """Every metric of one method on one column, with the scores its statistics come from."""
     result = {}
     for metric in sorted({m for s in records for m in s.record.metrics}):
         having = [s for s in records if metric in s.record.metrics]
-        values = [float(s.record.metrics[metric]) for s in having]
-        primary = all(s.record.primary_metric == metric for s in having)
-        items = seed_average([s.item_scores() for s in having]) if primary else None
-        key = f"{model}|{method}|{column.task}|{column.domain}|{metric}"
+        scores = scores_of(having, metric)
         cell = Cell(
             model=model,
             method=method,
@@ -182,13 +198,16 @@ def _method_cells(
             higher_is_better=bool(_most_common([s.record.higher_is_better for s in having])),
             seeds=tuple(sorted(s.record.seed for s in having if s.record.seed is not None)),
             data_layers=tuple(sorted({s.record.eval_settings.data_layer for s in having})),
-            stats=describe(values, items, key),
+            stats=describe([float(s.record.metrics[metric]) for s in having], scores),
         )
-        result[metric] = (cell, items)
+        result[metric] = (cell, scores)
     return result
 
 
-def _column_cells(model: str, column: Column, records: list[StoredRecord]) -> dict[tuple[str, str, str, str], Cell]:
+def _column_cells(model: str, column: Column, records: list[StoredRecord]
+                  ) -> tuple[dict[tuple[str, str, str, str], Cell], dict[str, Scores | None]]:
+    """The column's cells (every metric) with their change against base, and each method's scores
+    for the column's shown metric (for the bold mark)."""
     by_method: dict[str, list[StoredRecord]] = defaultdict(list)
     for s in records:
         by_method[s.record.method].append(s)
@@ -196,26 +215,29 @@ def _column_cells(model: str, column: Column, records: list[StoredRecord]) -> di
     base = raw.get(BASE, {})
     cells: dict[tuple[str, str, str, str], Cell] = {}
     for method, metrics in raw.items():
-        for metric, (cell, items) in metrics.items():
+        for metric, (cell, scores) in metrics.items():
             if method != BASE and metric in base:
-                base_cell, base_items = base[metric]
-                stats = against_base(
-                    cell.stats,
-                    items,
-                    base_cell.stats,
-                    base_items,
-                    f"{model}|{method}|{column.task}|{column.domain}|{metric}",
-                )
-                cell = replace(cell, stats=stats)
+                base_cell, base_scores = base[metric]
+                cell = replace(cell, stats=against_base(cell.stats, scores, base_cell.stats, base_scores))
             cells[(method, column.task, column.domain, metric)] = cell
-    for metric in {m for metrics in raw.values() for m in metrics}:
-        candidates = {k[0]: c.stats for k, c in cells.items() if k[3] == metric}
-        direction = bool(_most_common([c.higher_is_better for k, c in cells.items() if k[3] == metric]))
-        winner = best_of(candidates, direction)
-        if winner is not None:
-            key = (winner, column.task, column.domain, metric)
-            cells[key] = replace(cells[key], stats=replace(cells[key].stats, best=True))
-    return cells
+    shown = {method: metrics[column.metric][1] for method, metrics in raw.items() if column.metric in metrics}
+    return cells, shown
+
+
+def _mark_best(table: ModelTable, scores: dict[Column, dict[str, Scores | None]]) -> None:
+    """Bold the best cell of each column where it beats the runner-up significantly: the paired
+    procedure of every table, Holm over the columns of this table (one test per column)."""
+    tests = []
+    for column in table.columns:
+        means = {r.method: c.stats.mean for r in table.rows if (c := table.cell(r, column)) is not None}
+        found = best_versus_runner_up(means, scores[column], column.higher_is_better)
+        if found is not None:
+            tests.append((column, *found))
+    adjusted = holm([estimate.p_value for _, _, estimate in tests])
+    for (column, method, estimate), p in zip(tests, adjusted, strict=True):
+        if p < ALPHA and estimate.mean > 0:
+            key = (method, column.task, column.domain, column.metric)
+            table.cells[key] = replace(table.cells[key], stats=replace(table.cells[key].stats, best=True))
 
 
 def _order(names: list[str], preferred: list[str] | None) -> list[str]:
@@ -322,6 +344,7 @@ def _model_table(
 ) -> ModelTable:
     columns: list[Column] = []
     cells: dict[tuple[str, str, str, str], Cell] = {}
+    scores: dict[Column, dict[str, Scores | None]] = {}
     dropped: list[str] = []
     for (task, domain), column_records in _column_records(records).items():
         column = _column(task, domain, column_records, metric)
@@ -329,10 +352,12 @@ def _model_table(
             dropped.append(task)
             continue
         columns.append(column)
-        cells.update(_column_cells(model, column, column_records))
+        column_cells, scores[column] = _column_cells(model, column, column_records)
+        cells.update(column_cells)
     rank = {t: i for i, t in enumerate(task_order or [])}
     columns.sort(key=lambda c: (DOMAINS.index(c.domain), rank.get(c.task, len(rank)), c.task))
     table = ModelTable(model, _rows(cells, method_order), columns, cells, [], {}, [])
+    _mark_best(table, scores)
     _summaries(table)
     table.notes = _notes(table, records, sorted(set(dropped)), metric, conflicts)
     return table

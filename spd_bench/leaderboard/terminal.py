@@ -55,7 +55,7 @@ def _comparison_cell(text: ComparisonText | None) -> Text:
     if text is None:
         return Text(MISSING, style="dim")
     out = Text(text.value, style="bold" if text.significant else "")
-    out.append("\n" + "\n".join((text.interval, text.p, text.holm, text.mde)), style="dim")
+    out.append("\n" + "\n".join(p for p in (text.interval, text.p, text.holm, text.verdict, text.mark) if p), style="dim")
     return out
 
 

@@ -131,12 +131,13 @@ def _table(table: ModelTable) -> list[str]:
 
 
 def _comparison_td(text: ComparisonText | None) -> str:
-    """The difference, then interval, tests and MDE in the leaderboard's grey interval style."""
+    """The difference, then interval, tests and verdict in the leaderboard's grey interval style."""
     if text is None:
         return f"<td>{MISSING}</td>"
     value = f"<strong>{html.escape(text.value)}</strong>" if text.significant else html.escape(text.value)
     parts = [f'<span class="value">{value}</span>']
-    parts += [f'<span class="ci">{html.escape(part)}</span>' for part in (text.interval, text.tests, text.mde)]
+    parts += [f'<span class="ci">{html.escape(part)}</span>'
+              for part in (text.interval, text.tests, text.verdict, text.mark) if part]
     return f'<td title="{html.escape(text.details)}">{" ".join(parts)}</td>'
 
 

@@ -99,17 +99,21 @@ def build_organism(
     elif steps is not None:
         cfg = replace(cfg, pretrain=replace(cfg.pretrain, steps=steps))
     final = Path(cache_dir) / "models" / f"organism-{build_key(cfg)}"
-    if (final / "provenance.json").exists():
-        return final
+    say = progress or (lambda message: None)
     from spd_bench.organism.shipped import copy_shipped, usable_shipped
-    from spd_bench.store import publish_folder
+    from spd_bench.store import publish_verified_folder
 
-    if cfg == BuildConfig() and not from_scratch:
-        shipped, why_not = usable_shipped(build_key(cfg))
-        if shipped is not None:
-            return publish_folder(final, lambda folder: copy_shipped(shipped, folder))
-        (progress or (lambda message: None))(f"building from scratch: {why_not}")
-    return publish_folder(final, lambda folder: _build_into(folder, cfg, progress or (lambda message: None)))
+    def build(folder: Path) -> None:
+        if cfg == BuildConfig() and not from_scratch:
+            shipped, why_not = usable_shipped(build_key(cfg))
+            if shipped is not None:
+                copy_shipped(shipped, folder)
+                return
+            say(f"building from scratch: {why_not}")
+        _build_into(folder, cfg, say)
+
+    # verified against its manifest on every use: changed weights are rebuilt, never served
+    return publish_verified_folder(final, build, what="model organism", notice=say)
 
 
 def _build_into(folder: Path, cfg: BuildConfig, progress: Callable[[str], None]) -> None:

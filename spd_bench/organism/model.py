@@ -19,4 +19,5 @@ ORGANISM = BuiltinModel(
     folder=lambda cache_dir, progress: organism_dir(cache_dir, progress=progress),
     built=built_organism,
     config=_config,
+    description="the CPU default: a 4-layer model pretrained by spd-bench on its synthetic suite (weights ship with the package)",
 )
