@@ -103,7 +103,7 @@ def test_smoke_build_writes_a_loadable_organism_and_is_reused(tmp_path: Path) ->
     losses = [point["loss"] for point in provenance["loss_curve"]]
     assert len(losses) == 5 and losses[-1] < losses[0]
     assert any("pretraining step 5/5" in m for m in messages)
-    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".organism-")]  # no temp left behind
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".organism-") and ".tmp-" in p.name]  # no temp left
 
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 

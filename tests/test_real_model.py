@@ -191,26 +191,26 @@ def test_small_run_base_raw_sd_spd_then_export_loads_in_stock_lm_eval(real_model
     by stock lm-eval."""
     out = tmp_path / "out"
     run = subprocess.run(spd_bench_cmd(
-        "run", "--model", NAME, "--methods", "base,raw_sd,spd", "--tasks", "mmlu,synth_code", "--limit", "20",
-        "--n-train", "20", "--seeds", "1", "--allow-code-execution", "--cache-dir", str(real_model_cache),
-        "--output", str(out), "--quiet"), capture_output=True, text=True, timeout=1500)
+        "run", "--model", NAME, "--methods", "base,raw_sd,spd", "--tasks", "mmlu,synth_code_ood", "--limit", "20",
+        "--n-train", "20", "--seeds", "1", "--set", "train.epochs=1", "--allow-code-execution",
+        "--cache-dir", str(real_model_cache), "--output", str(out), "--quiet"), capture_output=True, text=True, timeout=1500)
     assert run.returncode == 0, run.stderr[-3000:]
-    records = {path.relative_to(out / "records").as_posix(): json.loads(path.read_text())
-               for path in (out / "records").rglob("*.json") if path.name.count(".") == 1}
-    assert {f"{NAME}/{task}/{method}" for task in ("mmlu", "synth_code") for method in ("base",)} <= {
-        key.rsplit("/", 1)[0] + "/" + key.rsplit("/", 1)[1].split(".")[0].split("-")[0] for key in records}
-    spd = [r for r in records.values() if r["method"] == "spd" and r["task"] == "mmlu"]
-    raw = [r for r in records.values() if r["method"] == "raw_sd" and r["task"] == "mmlu"]
-    assert spd and raw
+    records = [json.loads(path.read_text()) for path in (out / "records").rglob("*.json") if path.name.count(".") == 1]
+    assert {(r["method"], r["task"]) for r in records} == {
+        (method, task) for method in ("base", "raw_sd", "spd") for task in ("mmlu", "synth_code_ood")}
+    code = [r for r in records if r["task"] == "synth_code_ood"]
+    assert all(r["eval_settings"]["scorer"] == "evalplus" for r in code)  # sandboxed code scoring of real answers
+    spd = [r for r in records if r["method"] == "spd" and r["task"] == "mmlu"]
+    raw = [r for r in records if r["method"] == "raw_sd" and r["task"] == "mmlu"]
     for record in spd + raw:
         assert record["eval_settings"]["prompt_format"] == "chat"
         assert record["provenance"]["model_provenance"]["gguf_sha256"] == SMOLLM2_135M_Q4.gguf_sha256
         assert record["method_info"]["training"]["train_curve"]  # fine-tuned through TRL, curve recorded
     diag = spd[0]["diagnostics"]
-    assert 0.0 <= diag["corpus"]["share_identical_to_reference"] <= 1.0
+    assert 0.0 <= diag["corpus"]["identical_to_raw_sd"] <= 1.0 and diag["subspace"]["kl_unprojected_to_projected"] > 0
 
     export = tmp_path / "export"
-    done = subprocess.run(spd_bench_cmd("export", "--results", str(out), "--method", "raw_sd", "--task", "mmlu",
+    done = subprocess.run(spd_bench_cmd("export", "--results", str(out), "--model", NAME, "--method", "raw_sd",
                                         "--seed", "1", "--out", str(export), "--cache-dir", str(real_model_cache)),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
