@@ -157,7 +157,8 @@ def test_folded_projection_of_a_biased_qwen2_matches_hf(
         pairs = [(PROMPTS[0], " 17 - 7 = 10."), (PROMPTS[40], "    return x")]
         for a, b in zip(backend.loglikelihood(folded, pairs), hf.loglikelihood(folded, pairs)):
             assert a.n_tokens == b.n_tokens and abs(a.logprob - b.logprob) <= 1e-3 * a.n_tokens
-        written = [f for f in (model_cache / "folded").iterdir() if '"qwen2"' in (f / "config.json").read_text()]
+        written = [f for f in (model_cache / "folded").iterdir()  # folders (each has a lock file beside it)
+                   if f.is_dir() and '"qwen2"' in (f / "config.json").read_text()]
         assert len(written) == 1 and (written[0] / "tokenizer.json").is_file()
         stamp = (written[0] / "config.json").stat().st_mtime_ns
     finally:
