@@ -219,10 +219,8 @@ def test_small_run_base_raw_sd_spd_then_export_loads_in_stock_lm_eval(real_model
     code = (
         "import sys, lm_eval\n"
         "from lm_eval.models.huggingface import HFLM\n"
-        f"lm = HFLM(pretrained={str(model_folder)!r}, peft={str(adapter)!r}, batch_size=4)\n"
-        "print(lm.loglikelihood_rolling.__name__)\n"
-        "import torch\n"
-        "base = HFLM(pretrained=" + repr(str(model_folder)) + ", batch_size=4)\n"
+        f"lm = HFLM(pretrained={str(model_folder)!r}, peft={str(adapter)!r}, batch_size=4, device='cpu')\n"
+        "base = HFLM(pretrained=" + repr(str(model_folder)) + ", batch_size=4, device='cpu')\n"
         "from lm_eval.api.instance import Instance\n"
         "req = [Instance('loglikelihood', {}, ('Question: 2+2?\\nAnswer:', ' 4'), 0)]\n"
         "a = lm.loglikelihood(req)[0][0]; b = base.loglikelihood(req)[0][0]\n"
