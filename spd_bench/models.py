@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from spd_bench.builtin_models import BUILTIN_MODELS
 from spd_bench.errors import UserError
+from spd_bench.store import MANIFEST
 from spd_bench.tokenization import load_tokenizer
 
 @dataclass
@@ -54,7 +55,7 @@ def _build_progress(spec: str) -> Callable[[str], None]:
 
 def _model_files(path: Path) -> list[Path]:
     return [f for f in sorted(path.rglob("*")) if f.is_file() and not f.name.startswith(".") 
-            and f.name not in ("provenance.json", "manifest.json")]
+            and f.name not in ("provenance.json", MANIFEST)]
 
 
 def _hash_folder(path: Path) -> str:

@@ -143,7 +143,8 @@ def stage_key(stage: str, version: int, config: Any, inputs: dict[str, str] | No
 
 
 # ---- file fingerprints -------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -187,7 +188,7 @@ def file_table(folder: Path) -> dict[str, dict[str, Any]]:
     """Size and sha256 of every file under ``folder`` but the manifest, by relative path."""
     table = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
-        table[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+        table[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
     return table
 
 
@@ -212,7 +213,7 @@ def _file_problem(folder: Path, rel: str, entry: Any) -> str | None:
     fingerprint = _stat_key(path, stat)
     known = _DIGESTS.get(fingerprint)  # set when hashed and parsed earlier in this process, unchanged since
     try:
-        digest = known or _sha256(path)
+        digest = known or file_sha256(path)
         if digest != entry["sha256"]:
             return f"{rel} changed content (sha256 differs from the one recorded)"
         if known is None:

@@ -8,10 +8,11 @@ file matches its hash (so a damaged install is never served).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
+
+from spd_bench.store import file_sha256
 
 SHIPPED = Path(__file__).parent / "shipped"
 MANIFEST = "manifest.json"
@@ -19,13 +20,9 @@ FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenize
          "provenance.json")
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def file_hashes(folder: Path) -> dict[str, str]:
     """sha256 of each organism file in ``folder`` (the files a build writes)."""
-    return {name: _sha256(folder / name) for name in FILES if (folder / name).exists()}
+    return {name: file_sha256(folder / name) for name in FILES if (folder / name).exists()}
 
 
 def shipped_manifest(folder: Path = SHIPPED) -> dict | None:
@@ -41,7 +38,7 @@ def usable_shipped(key: str, folder: Path = SHIPPED) -> tuple[Path | None, str]:
     if manifest["build_key"] != key:
         return None, f"the shipped weights are of build {manifest['build_key']}, the recipe's is {key}"
     for name, digest in manifest["files"].items():
-        if not (folder / name).exists() or _sha256(folder / name) != digest:
+        if not (folder / name).exists() or file_sha256(folder / name) != digest:
             return None, f"the shipped {name} does not match its sha256 (a damaged install?)"
     return folder, ""
 
@@ -59,7 +56,7 @@ def differences(built: Path, folder: Path = SHIPPED) -> list[str]:
             theirs.pop("transformers_version", None)
             same = ours == theirs
         else:
-            same = _sha256(built / name) == _sha256(folder / name)
+            same = file_sha256(built / name) == file_sha256(folder / name)
         if not same:
             differing.append(name)
     return differing
